@@ -1,0 +1,320 @@
+"""The datasets' files on disk: fetched (download, local copy or generated), verified and read.
+
+Layout under the raw folder (a DVC output):
+  cifar-10-batches-py/   data_batch_1..5, test_batch, batches.meta  (cifar10 and synthetic)
+  FashionMNIST/raw/      {train,t10k}-{images-idx3,labels-idx1}-ubyte (fashion_mnist)
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import pickle
+import shutil
+import socket
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from advlab.data import ImageSet
+from advlab.io import atomic_path
+from advlab.params import Data
+
+CIFAR_DIR = "cifar-10-batches-py"
+CIFAR_ARCHIVE = "cifar-10-python.tar.gz"
+CIFAR_TRAIN = [f"data_batch_{i}" for i in range(1, 6)]
+CIFAR_TEST = ["test_batch"]
+CIFAR_MD5 = {  # torchvision.datasets.CIFAR10's list, i.e. the official files
+    "data_batch_1": "c99cafc152244af753f735de768cd75f",
+    "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+    "data_batch_4": "634d18415352ddfa80567beed471001a",
+    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+    "test_batch": "40351d587109b95175f43aff81a1287e",
+    "batches.meta": "5ff9c542aee3614f3951f8cda6e48888",
+}
+FASHION_DIR = "FashionMNIST/raw"
+FASHION_MD5 = {  # the decompressed official files (Debian recompresses the .gz archives)
+    "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+    "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
+    "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
+    "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
+}
+FASHION_CLASSES = ("t-shirt/top", "trouser", "pullover", "dress", "coat",
+                   "sandal", "shirt", "sneaker", "bag", "ankle boot")
+CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
+                 "dog", "frog", "horse", "ship", "truck")
+SYNTHETIC_CLASSES = ("square", "disc", "ring", "cross", "h-bar",
+                     "v-bar", "diagonal", "frame", "dots", "triangle")
+
+
+class DatasetError(RuntimeError):
+    """A dataset file is missing, corrupt or malformed; the message names it."""
+
+
+def md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_md5(folder: Path, expected: dict[str, str]) -> None:
+    for name, want in expected.items():
+        path = folder / name
+        if not path.is_file():
+            raise DatasetError(f"{path} is missing")
+        if (got := md5(path)) != want:
+            raise DatasetError(
+                f"{path} has md5 {got}, not the official {want}: the file is corrupt or not the "
+                "official dataset (set data.verify: false to accept other data in this format)"
+            )
+
+
+# --- CIFAR python batches -------------------------------------------------------------------
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickles the CIFAR batch format only: containers, bytes and numpy arrays, no code."""
+
+    ALLOWED = {
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),  # how protocol 2 stores bytes
+    }
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a CIFAR batch")
+        return super().find_class(module, name)
+
+
+def _unpickle(path: Path) -> dict:
+    if not path.is_file():
+        raise DatasetError(f"{path} is missing")
+    try:
+        with open(path, "rb") as f:
+            blob = _BatchUnpickler(f, encoding="latin1").load()
+    except Exception as err:
+        raise DatasetError(f"{path} is not a readable CIFAR batch ({err})") from None
+    if not isinstance(blob, dict):
+        raise DatasetError(f"{path} is not a CIFAR batch (a dict), got {type(blob).__name__}")
+    return blob
+
+
+def _read_cifar_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    blob = _unpickle(path)
+    if "data" not in blob or "labels" not in blob:
+        raise DatasetError(f"{path} lacks the 'data' or 'labels' entry of a CIFAR batch")
+    data, labels = np.asarray(blob["data"]), np.asarray(blob["labels"])
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise DatasetError(f"{path}: 'data' must be uint8 rows of 3072 pixels (3x32x32), got "
+                           f"{data.dtype} {data.shape}")
+    if labels.shape != (len(data),):
+        raise DatasetError(f"{path}: {len(labels)} labels for {len(data)} images")
+    images = torch.from_numpy(data.copy()).view(-1, 3, 32, 32)
+    return images, torch.from_numpy(labels.astype(np.int64))
+
+
+def read_cifar(folder: Path, verify: bool) -> tuple[ImageSet, ImageSet]:
+    """(official train, official test) from CIFAR python batches; sizes come from the files."""
+    if verify:
+        verify_md5(folder, CIFAR_MD5)
+    meta = _unpickle(folder / "batches.meta")
+    classes = tuple(meta.get("label_names", ()))
+    if not classes:
+        raise DatasetError(f"{folder / 'batches.meta'} lacks 'label_names'")
+
+    def read(names: list[str]) -> ImageSet:
+        parts = [_read_cifar_batch(folder / name) for name in names]
+        images, labels = (torch.cat(t) for t in zip(*parts, strict=True))
+        try:
+            return ImageSet(images, labels, classes)
+        except ValueError as err:
+            raise DatasetError(f"{folder}: {err}") from None
+
+    return read(CIFAR_TRAIN), read(CIFAR_TEST)
+
+
+def write_cifar_batches(folder: Path, train: ImageSet, test: ImageSet) -> None:
+    """Writes images in the CIFAR-10 python format (5 training batches, 1 test batch, meta)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    chunks = torch.arange(len(train)).tensor_split(len(CIFAR_TRAIN))
+    named = [(n, train.subset(i)) for n, i in zip(CIFAR_TRAIN, chunks, strict=True)]
+    for name, part in [*named, (CIFAR_TEST[0], test)]:
+        blob = {"batch_label": name, "data": part.images.reshape(len(part), -1).numpy(),
+                "labels": part.labels.tolist()}
+        _pickle_atomic(folder / name, blob)
+    _pickle_atomic(folder / "batches.meta", {"label_names": list(train.classes),
+                                             "num_vis": 3072})
+
+
+def _pickle_atomic(path: Path, blob: dict) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        pickle.dump(blob, f, protocol=2)
+
+
+# --- Fashion-MNIST idx files -----------------------------------------------------------------
+
+def read_fashion_mnist(folder: Path, verify: bool) -> tuple[ImageSet, ImageSet]:
+    from torchvision.datasets.mnist import read_image_file, read_label_file
+
+    if verify:
+        verify_md5(folder, FASHION_MD5)
+
+    def read(prefix: str) -> ImageSet:
+        images_path = folder / f"{prefix}-images-idx3-ubyte"
+        labels_path = folder / f"{prefix}-labels-idx1-ubyte"
+        for path in (images_path, labels_path):
+            if not path.is_file():
+                raise DatasetError(f"{path} is missing")
+        try:
+            images, labels = read_image_file(str(images_path)), read_label_file(str(labels_path))
+            return ImageSet(images.unsqueeze(1).contiguous(), labels.long(), FASHION_CLASSES)
+        except (AssertionError, RuntimeError, ValueError) as err:
+            raise DatasetError(f"{folder}/{prefix}-*-ubyte: malformed idx file ({err})") from None
+
+    return read("train"), read("t10k")
+
+
+# --- Synthetic, learnable images -------------------------------------------------------------
+
+def synthetic_images(n: int, seed: int) -> ImageSet:
+    """n 3x32x32 images of 10 classes: a class-specific shape in a class-specific colour, at a
+    random position and size, on a random dark background, plus pixel noise."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 10
+    labels = labels[torch.randperm(n, generator=g)]
+    yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    cy, cx = (torch.rand(2, n, 1, 1, generator=g) * 12 + 10).unbind(0)
+    r = torch.rand(n, 1, 1, generator=g) * 4 + 5
+    dy, dx = (yy - cy) / r, (xx - cx) / r
+    masks = torch.stack([
+        (dy.abs() < 1) & (dx.abs() < 1),                              # square
+        dy**2 + dx**2 < 1,                                            # disc
+        ((dy**2 + dx**2) < 1) & ((dy**2 + dx**2) > 0.4),              # ring
+        ((dy.abs() < 0.3) | (dx.abs() < 0.3)) & (dy.abs() < 1) & (dx.abs() < 1),  # cross
+        (dy.abs() < 0.3) & (dx.abs() < 1.3),                          # h-bar
+        (dx.abs() < 0.3) & (dy.abs() < 1.3),                          # v-bar
+        ((dy - dx).abs() < 0.35) & (dy.abs() < 1),                    # diagonal
+        (dy.abs() < 1) & (dx.abs() < 1) & ((dy.abs() > 0.6) | (dx.abs() > 0.6)),  # frame
+        ((dy - 0.5)**2 + (dx - 0.5)**2 < 0.15) | ((dy + 0.5)**2 + (dx + 0.5)**2 < 0.15),  # dots
+        (dy < 1) & (dy > -1) & (dx.abs() < (dy + 1) / 2),             # triangle
+    ], 1)[torch.arange(n), labels]
+    palette = torch.tensor([[1, .2, .2], [.2, 1, .2], [.3, .3, 1], [1, 1, .2], [1, .2, 1],
+                            [.2, 1, 1], [1, .6, .2], [.6, .2, 1], [.9, .9, .9], [.5, 1, .5]])
+    mix = torch.rand(n, 1, generator=g) * 0.6  # share of a random colour: colour alone is a hint
+    colour = (1 - mix) * palette[labels] + mix * torch.rand(n, 3, generator=g)
+    background = torch.rand(n, 3, 1, 1, generator=g) * 0.5
+    img = torch.where(masks.unsqueeze(1), colour[:, :, None, None], background)
+    img = img + 0.15 * torch.randn(img.shape, generator=g)
+    images = (img.clamp(0, 1) * 255).round().to(torch.uint8)
+    return ImageSet(images, labels, SYNTHETIC_CLASSES)
+
+
+# --- Fetching into the raw folder ------------------------------------------------------------
+
+OFFLINE_HINT = (
+    "No network and no {what} in {where}. Either place the official files there (an "
+    "air-gapped copy), point data.source at a local copy, or run an offline profile: "
+    "`./run python -m advlab.profile synthetic` (generated data) or "
+    "`./run python -m advlab.profile fashion_mnist` (after `apt-get install dataset-fashion-mnist`)."
+)
+
+
+def _network_reachable(host: str, timeout: float = 5.0) -> bool:
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _copy_verified(source: Path, dest: Path, names: list[str], expected: dict[str, str] | None,
+                   gz_ok: bool = False) -> None:
+    """Copies names from source to dest (decompressing NAME.gz where gz_ok), then checks md5s."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        plain, packed = source / name, source / f"{name}.gz"
+        with atomic_path(dest / name) as tmp:
+            if plain.is_file():
+                shutil.copyfile(plain, tmp)
+            elif gz_ok and packed.is_file():
+                with gzip.open(packed, "rb") as src, open(tmp, "wb") as out:
+                    shutil.copyfileobj(src, out)
+            else:
+                raise DatasetError(f"data.source: {plain} is missing")
+    if expected is not None:
+        verify_md5(dest, expected)
+
+
+def fetch_cifar10(raw: Path, source: Path | None, verify: bool) -> None:
+    folder = raw / CIFAR_DIR
+    names = [*CIFAR_TRAIN, *CIFAR_TEST, "batches.meta"]
+    if source is not None:
+        src = source / CIFAR_DIR if (source / CIFAR_DIR).is_dir() else source
+        _copy_verified(src, folder, names, CIFAR_MD5 if verify else None)
+        return
+    if folder.is_dir() and all(md5(folder / n) == CIFAR_MD5[n] for n in names
+                               if (folder / n).is_file()) and all(
+                                   (folder / n).is_file() for n in names):
+        return
+    archive = raw / CIFAR_ARCHIVE
+    if not archive.is_file() and not _network_reachable("www.cs.toronto.edu"):
+        raise DatasetError(OFFLINE_HINT.format(what=CIFAR_ARCHIVE, where=raw))
+    from torchvision.datasets import CIFAR10
+
+    CIFAR10(str(raw), train=True, download=True)  # md5-checks the archive; reuses one present
+    verify_md5(folder, CIFAR_MD5)
+
+
+def fetch_fashion_mnist(raw: Path, source: Path | None, verify: bool) -> None:
+    folder = raw / FASHION_DIR
+    if source is not None:
+        _copy_verified(source, folder, list(FASHION_MD5), FASHION_MD5 if verify else None,
+                       gz_ok=True)
+        return
+    archives = [folder / f"{n}.gz" for n in FASHION_MD5]
+    if not all(p.is_file() for p in archives) and not _network_reachable(
+        "fashion-mnist.s3-website.eu-central-1.amazonaws.com"
+    ):
+        raise DatasetError(OFFLINE_HINT.format(what="Fashion-MNIST .gz files", where=folder))
+    from torchvision.datasets import FashionMNIST
+
+    FashionMNIST(str(raw), train=True, download=True)  # md5-checks the .gz archives
+    verify_md5(folder, FASHION_MD5)
+
+
+def fetch_synthetic(raw: Path, n_train: int, n_test: int, seed: int) -> None:
+    write_cifar_batches(raw / CIFAR_DIR, synthetic_images(n_train, seed),
+                        synthetic_images(n_test, seed + 1))
+
+
+def read_raw(raw: Path, dataset: str, verify: bool) -> tuple[ImageSet, ImageSet]:
+    """(official train, official test) of a dataset fetched into `raw`."""
+    if dataset == "fashion_mnist":
+        return read_fashion_mnist(raw / FASHION_DIR, verify)
+    return read_cifar(raw / CIFAR_DIR, verify and dataset == "cifar10")
+
+
+SYNTHETIC_SEED = 12345  # the generated dataset is fixed data, independent of base.seed
+
+
+def fetch(raw: Path, data: Data) -> None:
+    """Puts the dataset's files in `raw`, verified, and removes other datasets' files from it."""
+    keep = {"fashion_mnist": {"FashionMNIST"}}.get(data.dataset, {CIFAR_DIR, CIFAR_ARCHIVE})
+    raw.mkdir(parents=True, exist_ok=True)
+    for entry in raw.iterdir():
+        if entry.name not in keep:
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    source = Path(data.source) if data.source is not None else None
+    if source is not None and not source.is_dir():
+        raise DatasetError(f"data.source = {data.source!r} is not a folder")
+    if data.dataset == "cifar10":
+        fetch_cifar10(raw, source, data.verify)
+    elif data.dataset == "fashion_mnist":
+        fetch_fashion_mnist(raw, source, data.verify)
+    else:
+        fetch_synthetic(raw, data.synthetic_train, data.synthetic_test, SYNTHETIC_SEED)

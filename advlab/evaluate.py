@@ -1,0 +1,55 @@
+"""Batched evaluation: predictions, accuracy, per-class accuracy and the confusion matrix.
+
+Any batch size gives the same predictions as batch size 1 (the model is in eval mode, so
+BatchNorm and dropout treat every image on its own); larger batches are only faster.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from advlab.data import ImageSet, batches, to_float
+from advlab.device import autocast
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """float32 logits (N, classes) for uint8 images, on the images' device."""
+    was_training = model.training
+    model.eval()
+    device = images.device
+    out = []
+    with autocast(device):
+        for index in batches(len(images), batch_size, device=device):
+            out.append(model(to_float(images[index])).float())
+    model.train(was_training)
+    return torch.cat(out)
+
+
+def accuracy(model: nn.Module, data: ImageSet, batch_size: int) -> torch.Tensor:
+    """Fraction of correct predictions, as a 0-d tensor on the data's device (no host sync)."""
+    logits = predict_logits(model, data.images, batch_size)
+    return (logits.argmax(1) == data.labels).float().mean()
+
+
+def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor, classes: int) -> torch.Tensor:
+    """counts[actual, predicted]."""
+    flat = labels * classes + predictions
+    return torch.bincount(flat, minlength=classes * classes).view(classes, classes)
+
+
+def test_report(model: nn.Module, data: ImageSet, batch_size: int) -> dict:
+    """Test accuracy, per-class accuracy and the confusion matrix, from one pass over the set."""
+    predictions = predict_logits(model, data.images, batch_size).argmax(1).cpu()
+    labels = data.labels.cpu()
+    counts = confusion_matrix(labels, predictions, len(data.classes))
+    per_class = counts.diag() / counts.sum(1).clamp(min=1)
+    return {
+        "accuracy": (predictions == labels).float().mean().item(),
+        "images": len(labels),
+        "per_class": {name: round(acc, 6) for name, acc in zip(data.classes,
+                                                               per_class.tolist(), strict=True)},
+        "predictions": predictions,
+        "confusion": counts,
+    }

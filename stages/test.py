@@ -1,0 +1,34 @@
+"""test stage: accuracy on the test split, computed once, with per-class accuracy and confusion."""
+
+import argparse
+
+from advlab.data import load_splits
+from advlab.device import pick_device
+from advlab.evaluate import test_report
+from advlab.io import write_csv, write_json
+from advlab.models import load_model
+from advlab.params import load_params
+from advlab.stage import path_arg, run_stage
+
+
+def main(args: argparse.Namespace) -> None:
+    params = load_params()
+    device = pick_device(params.base.device)
+    test_set = load_splits(args.splits, ("test",))["test"].to(device)
+    model = load_model(args.model, device)
+    report = test_report(model, test_set, params.evaluate.batch_size)
+    print(f"test: accuracy {report['accuracy']:.4f} on {report['images']} images")
+
+    names = test_set.classes
+    write_json(args.metrics / "test.json", {k: report[k] for k in ("accuracy", "per_class")})
+    write_csv(args.metrics / "confusion.csv", ["actual", "predicted"],
+              [(names[a], names[p]) for a, p in zip(test_set.labels.tolist(),
+                                                    report["predictions"].tolist(), strict=True)])
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    path_arg(parser, "--splits", "the folder with test.pt")
+    path_arg(parser, "--model", "the trained model")
+    path_arg(parser, "--metrics", "the folder for test.json and confusion.csv")
+    run_stage("test", main, parser)
