@@ -1,4 +1,4 @@
-"""Images as tensors: uint8 (N, C, H, W) pixels plus int64 labels, split once and batched by indexing."""
+"""Images as tensors: uint8 (N, C, H, W) pixels and int64 labels, split once, indexed in batches."""
 
 from __future__ import annotations
 

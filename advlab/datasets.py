@@ -220,7 +220,8 @@ OFFLINE_HINT = (
     "No network and no {what} in {where}. Either place the official files there (an "
     "air-gapped copy), point data.source at a local copy, or run an offline profile: "
     "`./run python -m advlab.profile synthetic` (generated data) or "
-    "`./run python -m advlab.profile fashion_mnist` (after `apt-get install dataset-fashion-mnist`)."
+    "`./run python -m advlab.profile fashion_mnist` "
+    "(after `apt-get install dataset-fashion-mnist`)."
 )
 
 

@@ -39,7 +39,7 @@ def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor, classes: i
     return torch.bincount(flat, minlength=classes * classes).view(classes, classes)
 
 
-def test_report(model: nn.Module, data: ImageSet, batch_size: int) -> dict:
+def classification_report(model: nn.Module, data: ImageSet, batch_size: int) -> dict:
     """Test accuracy, per-class accuracy and the confusion matrix, from one pass over the set."""
     predictions = predict_logits(model, data.images, batch_size).argmax(1).cpu()
     labels = data.labels.cpu()

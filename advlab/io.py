@@ -1,4 +1,4 @@
-"""Atomic file writes: a stage killed at any moment leaves the old file or the new one, never half."""
+"""Atomic writes: a stage killed at any moment leaves the old file or the new one, never half."""
 
 from __future__ import annotations
 

@@ -137,9 +137,8 @@ def _coerce(value: object, annotation: object, key: str) -> object:
         raise ParamsError(f"params: {key} = {value!r} is not allowed; expected an integer")
     if not isinstance(value, annotation):  # type: ignore[arg-type]
         expected = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
-        raise ParamsError(
-            f"params: {key} = {value!r} is not allowed; expected {expected.get(annotation, annotation)}"
-        )
+        allowed = expected.get(annotation, annotation)  # type: ignore[call-overload]
+        raise ParamsError(f"params: {key} = {value!r} is not allowed; expected {allowed}")
     return value
 
 

@@ -4,7 +4,7 @@ import argparse
 
 from advlab.data import load_splits
 from advlab.device import pick_device
-from advlab.evaluate import test_report
+from advlab.evaluate import classification_report
 from advlab.io import write_csv, write_json
 from advlab.models import load_model
 from advlab.params import load_params
@@ -16,7 +16,7 @@ def main(args: argparse.Namespace) -> None:
     device = pick_device(params.base.device)
     test_set = load_splits(args.splits, ("test",))["test"].to(device)
     model = load_model(args.model, device)
-    report = test_report(model, test_set, params.evaluate.batch_size)
+    report = classification_report(model, test_set, params.evaluate.batch_size)
     print(f"test: accuracy {report['accuracy']:.4f} on {report['images']} images")
 
     names = test_set.classes

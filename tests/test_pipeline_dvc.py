@@ -1,0 +1,72 @@
+"""End to end through the real dvc CLI, in a temporary copy of the repository."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from advlab.profile import deep_merge
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {"data": {"dataset": "synthetic", "synthetic_train": 600, "synthetic_test": 200,
+                 "train_size": 400, "val_size": 100},
+        "train": {"epochs": 1}, "evaluate": {"batch_size": 200}}
+
+
+def copy_repo(dest: Path) -> Path:
+    """The files git would commit (tracked, or untracked and not ignored), in a fresh git repo."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                            cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    for name in filter(None, listed.split("\0")):
+        if (ROOT / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
+    subprocess.run([*git, "init", "-q"], cwd=dest, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
+    subprocess.run([*git, "commit", "-qm", "copy"], cwd=dest, check=True)
+    return dest
+
+
+def dvc(repo: Path, *args: str) -> str:
+    env = {**os.environ, "PYTHONPATH": str(repo),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
+           "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com"}
+    done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, f"dvc {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+@pytest.mark.slow
+def test_repro_then_experiment_reruns_only_train_and_later(tmp_path):
+    repo = copy_repo(tmp_path / "repo")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    (repo / "params.yaml").write_text(yaml.safe_dump(deep_merge(params, TINY)))
+
+    out = dvc(repo, "repro")
+    for stage in ("download", "split", "train", "test"):
+        assert f"Running stage '{stage}'" in out
+    train = json.loads((repo / "metrics/train.json").read_text())
+    test = json.loads((repo / "metrics/test.json").read_text())
+    assert train["epochs"] == 1 and train["model"]["params"] > 50_000
+    assert 0 <= test["accuracy"] <= 1 and len(test["per_class"]) == 10
+    rows = (repo / "metrics/train.csv").read_text().splitlines()
+    assert rows[0] == "epoch,loss,val_acc" and len(rows) == 2
+    assert len((repo / "metrics/confusion.csv").read_text().splitlines()) == 201
+    split_mtime = (repo / "data/splits/train.pt").stat().st_mtime_ns
+
+    out = dvc(repo, "exp", "run", "-S", "train.lr=0.003")
+    assert "Running stage 'download'" not in out and "Running stage 'split'" not in out
+    assert "Running stage 'train'" in out and "Running stage 'test'" in out
+    assert (repo / "data/splits/train.pt").stat().st_mtime_ns == split_mtime
+    shown = json.loads(dvc(repo, "metrics", "show", "--json"))
+    assert "metrics/test.json" in json.dumps(shown)
