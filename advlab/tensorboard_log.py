@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import matplotlib.image
 import torch
 from matplotlib.figure import Figure
 from torch import nn
@@ -102,3 +103,9 @@ def log_attack(writer: SummaryWriter, result: AttackResult, classes: Sequence[st
 def log_figures(writer: SummaryWriter, figures: Mapping[str, Figure]) -> None:
     for name, fig in figures.items():
         writer.add_figure(f"report/{name}", fig, 0, close=False)
+
+
+def log_png(writer: SummaryWriter, tag: str, path: str | Path) -> None:
+    """A PNG file as an image (its RGB channels)."""
+    pixels = matplotlib.image.imread(path)[:, :, :3]
+    writer.add_image(tag, pixels, 0, dataformats="HWC")
