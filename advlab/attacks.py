@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +22,7 @@ from torch import nn
 from advlab.data import ImageSet, batches, to_float
 from advlab.device import autocast
 from advlab.evaluate import predict_logits
+from advlab.io import write_csv, write_json
 
 
 def fgsm_gradient_sign(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -142,3 +144,11 @@ def summary(result: AttackResult) -> dict:
               for key in ("accuracy", "mean_confidence", "flipped")}
     return {"images": result.images, "epsilons": list(result.epsilons), **by_eps,
             "zero_grad_fraction": round(result.zero_grad_fraction, 8)}
+
+
+def save_metrics(folder: str | Path, result: AttackResult) -> None:
+    """attack.json (summary) and attack.csv (one row per eps, for `dvc plots`) in folder."""
+    folder = Path(folder)
+    rows = result.rows()
+    write_json(folder / "attack.json", summary(result))
+    write_csv(folder / "attack.csv", list(rows[0]), [list(row.values()) for row in rows])

@@ -6,12 +6,16 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 import torch
 from matplotlib.figure import Figure
 
 from advlab.io import atomic_path
+
+if TYPE_CHECKING:
+    from advlab.attacks import AttackResult
 
 # Figures go to files only. Agg before anything imports pyplot (TensorBoard's add_figure
 # does), so a machine with a display never opens a GUI backend.
@@ -54,7 +58,7 @@ def perturbed_row(images: torch.Tensor, epsilons: Sequence[float], true_label: s
     axes = fig.subplots(1, len(epsilons), squeeze=False)[0]
     for ax, image, eps, pred, conf in zip(axes, images, epsilons, predicted, confidence,
                                           strict=True):
-        pixels = image.detach().float().cpu().clamp(0, 1).permute(1, 2, 0)
+        pixels = image.detach().float().cpu().clamp(0, 1).permute(1, 2, 0).numpy()
         if pixels.shape[2] == 1:
             ax.imshow(pixels[:, :, 0], cmap="gray", vmin=0, vmax=1)
         else:
@@ -67,12 +71,20 @@ def perturbed_row(images: torch.Tensor, epsilons: Sequence[float], true_label: s
     return fig
 
 
+def fgsm_examples(result: AttackResult, classes: Sequence[str]) -> Figure:
+    """perturbed_row for the first test image of an attack result."""
+    return perturbed_row(result.example_images, result.epsilons,
+                         classes[int(result.example_label)],
+                         [classes[p] for p in result.example_predictions.tolist()],
+                         result.example_confidence.tolist())
+
+
 def confusion(counts: torch.Tensor, classes: Sequence[str]) -> Figure:
     """counts[actual, predicted] as a heat map with the counts written in."""
     size = max(5.0, 0.55 * len(classes) + 2)
     fig = Figure(figsize=(size, size), dpi=DPI, layout="constrained")
     ax = fig.subplots()
-    ax.imshow(counts, cmap="Blues")
+    ax.imshow(counts.cpu().numpy(), cmap="Blues")
     ticks = range(len(classes))
     ax.set_xticks(ticks, classes, rotation=45, ha="right")
     ax.set_yticks(ticks, classes)

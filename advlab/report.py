@@ -102,7 +102,8 @@ def render_html(params: Params, parameter_rows: Sequence[tuple[str, str, int]],
     `fgsm_examples`."""
     total = sum(count for *_, count in parameter_rows)
     eps0 = next((r["accuracy"] for r in metrics.attack if r["epsilon"] == 0), None)
-    param_values = [(f"{section}.{key}", value) for section, values in params.as_dict().items()
+    param_values = [(f"{section}.{key}", json.dumps(value))  # as YAML writes them
+                    for section, values in params.as_dict().items()
                     for key, value in values.items()]
     parts = [
         f"<h1>advlab report: {html.escape(params.train.model)} on "

@@ -8,6 +8,7 @@ first test image; runs/report: the report's figures. `tensorboard --logdir runs`
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -54,14 +55,21 @@ def log_graph(writer: SummaryWriter, model: nn.Module, example: torch.Tensor) ->
     """The GRAPHS tab: the model traced in eval mode (BatchNorm statistics stay untouched)."""
     was_training = model.training
     model.eval()
-    writer.add_graph(model, example)
+    with warnings.catch_warnings():  # add_graph traces with torch.jit.trace, now deprecated
+        warnings.simplefilter("ignore", FutureWarning)
+        writer.add_graph(model, example)
     model.train(was_training)
 
 
+TRAIN_SECTIONS = ("base", "data", "train", "evaluate")  # what the trained model depends on
+
+
 def hparams(params: Params) -> dict[str, int | float | str | bool]:
-    """params as flat `section.key` values TensorBoard accepts (lists and None as text)."""
+    """The training params as flat `section.key` values TensorBoard accepts (None as text)."""
     flat = {}
     for section, values in params.as_dict().items():
+        if section not in TRAIN_SECTIONS:
+            continue
         for key, value in values.items():
             ok = isinstance(value, (int, float, str, bool))
             flat[f"{section}.{key}"] = value if ok else str(value)

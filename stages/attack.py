@@ -2,11 +2,10 @@
 
 import argparse
 
-from advlab.attacks import fgsm_sweep, summary
+from advlab.attacks import fgsm_sweep, save_metrics
 from advlab.data import load_splits
 from advlab.device import pick_device
-from advlab.figures import perturbed_row, save_png
-from advlab.io import write_csv, write_json
+from advlab.figures import fgsm_examples, save_png
 from advlab.models import load_model
 from advlab.params import load_params
 from advlab.stage import path_arg, run_stage
@@ -25,16 +24,11 @@ def main(args: argparse.Namespace) -> None:
         print(f"attack: eps {row['epsilon']:<5g} accuracy {row['accuracy']:.4f}  "
               f"confidence {row['mean_confidence']:.4f}  flipped {row['flipped']}")
     print(f"attack: {result.zero_grad_fraction:.2%} of input-gradient entries are exactly 0")
-    write_json(args.metrics / "attack.json", summary(result))
-    write_csv(args.metrics / "attack.csv", list(rows[0]), [list(r.values()) for r in rows])
+    save_metrics(args.metrics, result)
 
-    classes = test_set.classes
-    save_png(perturbed_row(result.example_images, result.epsilons,
-                           classes[int(result.example_label)],
-                           [classes[p] for p in result.example_predictions.tolist()],
-                           result.example_confidence.tolist()), args.examples)
+    save_png(fgsm_examples(result, test_set.classes), args.examples)
     with open_writer(args.tensorboard) as writer:
-        log_attack(writer, result, classes)
+        log_attack(writer, result, test_set.classes)
 
 
 if __name__ == "__main__":
