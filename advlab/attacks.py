@@ -11,7 +11,8 @@ accuracy at eps = 0 is the test accuracy exactly.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,18 @@ from advlab.evaluate import predict_logits
 from advlab.io import write_csv, write_json
 
 
+@contextlib.contextmanager
+def no_tf32() -> Iterator[None]:
+    """Full fp32 matmuls and convolutions for the block: pick_device turns TF32 on for CUDA,
+    whose 10-bit mantissa could flip the sign of small gradient entries."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
 def fgsm_gradient_sign(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """sign(grad_x CE(model(x), y)) for float images x in [0, 1], in fp32 with the model in eval.
 
@@ -33,7 +46,7 @@ def fgsm_gradient_sign(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> to
     """
     was_training = model.training
     model.eval()
-    with torch.enable_grad():
+    with torch.enable_grad(), no_tf32():
         x = x.detach().float().requires_grad_(True)
         loss = F.cross_entropy(model(x).float(), y, reduction="sum")
         (grad,) = torch.autograd.grad(loss, x)  # into grad only: parameters' .grad untouched
@@ -125,9 +138,9 @@ def fgsm_sweep(model: nn.Module, test_set: ImageSet, epsilons: Sequence[float],
             correct[e] += (clean_ok & (pred == y)).sum()
             flipped[e] += (pred != clean_pred).sum()
             confidence[e] += logits.softmax(1).amax(1).sum()
-            if len(examples) < n_eps:  # the first batch holds test image 0
-                examples.append(x_adv[0])
-                example_logits.append(logits[0])
+            if len(examples) < n_eps:  # the first batch holds test image 0; clone so
+                examples.append(x_adv[0].clone())  # the batch it came from can be freed
+                example_logits.append(logits[0].clone())
     probs = torch.stack(example_logits).softmax(1)
     return AttackResult(
         epsilons=epsilons, images=len(test_set), pixels=test_set.images.numel(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -9,12 +10,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advlab.attacks import fgsm_gradient_sign, fgsm_sweep, perturb, summary
+from advlab.attacks import fgsm_gradient_sign, fgsm_sweep, no_tf32, perturb, summary
 from advlab.data import ImageSet, to_float
 from advlab.datasets import synthetic_images
-from advlab.evaluate import accuracy
+from advlab.device import pick_device
+from advlab.evaluate import classification_report, predict_logits
 from advlab.models import LabCNN, build_model
-from advlab.params import Train
+from advlab.params import ParamsError, Train, parse_params
 from advlab.train import fit, make_optimizer, model_config
 
 EPSILONS = (0.0, 0.03, 0.1, 0.3)
@@ -76,13 +78,24 @@ def test_batched_sweep_predicts_as_one_image_at_a_time(small):
 
 def test_eps_zero_is_the_test_accuracy_for_any_batch_size(small):
     model, test_set = small
-    clean = accuracy(model, test_set, batch_size=64).item()
+    clean_correct = (predict_logits(model, test_set.images, 64).argmax(1) == test_set.labels)
     for batch_size in (1, 64, 1000):
         result = fgsm_sweep(model, test_set, (0.0, 0.1), batch_size)
-        assert result.accuracy[0] == pytest.approx(clean, abs=1e-7)
+        assert result.correct[0].item() == clean_correct.sum().item()
         assert result.flipped[0] == 0
         torch.testing.assert_close(result.example_images[0], to_float(test_set.images[0]),
                                    rtol=0, atol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_eps_zero_is_the_test_stage_accuracy_on_cuda(small):
+    """On CUDA predictions run under bf16 autocast; eps = 0 must still match the test stage."""
+    model, test_set = small
+    model = copy.deepcopy(model).to(pick_device("cuda"))
+    data = test_set.to(torch.device("cuda"))
+    report = classification_report(model, data, batch_size=50)
+    result = fgsm_sweep(model, data, (0.0, 0.1), batch_size=50)
+    assert result.accuracy[0] == pytest.approx(report["accuracy"], abs=1e-7)
 
 
 def test_perturbation_is_clamped_and_at_most_eps(small):
@@ -116,6 +129,18 @@ def test_gradient_uses_eval_mode_and_changes_nothing(small):
         assert (p.grad is None and g is None) or torch.equal(p.grad, g)
 
 
+def test_no_tf32_turns_tf32_off_and_restores_it():
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        with no_tf32():
+            assert not torch.backends.cuda.matmul.allow_tf32
+            assert not torch.backends.cudnn.allow_tf32
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
 def test_summary_names_every_eps(small):
     model, test_set = small
     result = fgsm_sweep(model, test_set, EPSILONS, batch_size=120)
@@ -146,3 +171,9 @@ def test_accuracy_counts_only_images_correct_both_clean_and_perturbed():
     assert result.correct.tolist() == [1, 0]
     assert result.flipped.tolist() == [0, 2]
     assert result.zero_grad_fraction == pytest.approx(2 / 3)
+
+
+@pytest.mark.parametrize("epsilons", [[0, 0.1, 0.1], [], [0, 1.5], [-0.1]])
+def test_params_reject_epsilons_that_cannot_be_attack_json_keys_or_pixel_steps(epsilons):
+    with pytest.raises(ParamsError, match="attack.epsilons"):
+        parse_params({"attack": {"epsilons": epsilons}})
