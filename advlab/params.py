@@ -96,6 +96,8 @@ class Attack:
         _check(len(self.epsilons) > 0, f"{prefix}.epsilons", list(self.epsilons), allowed)
         for eps in self.epsilons:
             _check(0 <= eps <= 1, f"{prefix}.epsilons", list(self.epsilons), allowed)
+        _check(len(set(self.epsilons)) == len(self.epsilons), f"{prefix}.epsilons",
+               list(self.epsilons), "distinct values (each is a key of metrics/attack.json)")
 
 
 @dataclass(frozen=True)
