@@ -46,7 +46,7 @@ def classification_report(model: nn.Module, data: ImageSet, batch_size: int) -> 
     counts = confusion_matrix(labels, predictions, len(data.classes))
     per_class = counts.diag() / counts.sum(1).clamp(min=1)
     return {
-        "accuracy": (predictions == labels).float().mean().item(),
+        "accuracy": (predictions == labels).sum().item() / len(labels),  # exact ratio
         "images": len(labels),
         "per_class": {name: round(acc, 6) for name, acc in zip(data.classes,
                                                                per_class.tolist(), strict=True)},

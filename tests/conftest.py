@@ -11,7 +11,7 @@ from advlab.models import LabCNN, build_model
 from advlab.params import Train
 from advlab.train import fit, make_optimizer, model_config
 
-torch.set_num_threads(2)
+torch.set_num_threads(1)  # tiny models gain nothing from threads, and a busy machine loses
 
 
 @pytest.fixture(scope="session")

@@ -53,7 +53,7 @@ def test_repro_then_experiment_reruns_only_train_and_later(tmp_path):
     (repo / "params.yaml").write_text(yaml.safe_dump(deep_merge(params, TINY)))
 
     out = dvc(repo, "repro")
-    for stage in ("download", "split", "train", "test"):
+    for stage in ("download", "split", "train", "test", "attack", "report"):
         assert f"Running stage '{stage}'" in out
     train = json.loads((repo / "metrics/train.json").read_text())
     test = json.loads((repo / "metrics/test.json").read_text())
@@ -70,3 +70,11 @@ def test_repro_then_experiment_reruns_only_train_and_later(tmp_path):
     assert (repo / "data/splits/train.pt").stat().st_mtime_ns == split_mtime
     shown = json.loads(dvc(repo, "metrics", "show", "--json"))
     assert "metrics/test.json" in json.dumps(shown)
+
+    out = dvc(repo, "exp", "run", "-S", "attack.epsilons=[0,0.1]")
+    ran = {stage for stage in ("download", "split", "train", "test", "attack", "report")
+           if f"Running stage '{stage}'" in out}
+    assert ran == {"attack", "report"}
+    attack_rows = (repo / "metrics/attack.csv").read_text().splitlines()
+    assert attack_rows[0].startswith("epsilon,") and len(attack_rows) == 3
+    assert (repo / "reports").is_dir() and any((repo / "reports").iterdir())
