@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import json
-import math
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -172,7 +171,8 @@ def summary(rows: list[Row], against: str) -> str:
         return f"gate: FAIL against {against}: {detail}"
     checked = sum(r.verdict in ("ok", "improved") for r in rows)
     hint = "; improvements beyond tolerance: refresh the baseline" if counts["improved"] else ""
-    return f"gate: pass against {against}: {checked} metrics within tolerance ({detail or 'all ok'}){hint}"
+    return (f"gate: pass against {against}: {checked} metrics within tolerance "
+            f"({detail or 'all ok'}){hint}")
 
 
 def main(argv: list[str] | None = None) -> int:
