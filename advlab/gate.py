@@ -59,12 +59,12 @@ def load_spec(path: Path) -> list[Rule]:
     try:
         entries = (yaml.safe_load(path.read_text()) or {})["metrics"]
         rules = [Rule(pattern, **fields) for pattern, fields in entries.items()]
+        bad = [r for r in rules if r.better not in DIRECTIONS or not (r.abs >= 0 and r.rel >= 0)]
     except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError) as err:
         raise GateError(f"{path}: not a gate spec ({err!r}); see the comment at its top") from None
-    for rule in rules:
-        if rule.better not in DIRECTIONS or rule.abs < 0 or rule.rel < 0:
-            raise GateError(f"{path}: {rule.pattern}: better must be one of {DIRECTIONS} "
-                            f"and abs, rel >= 0; got {rule}")
+    if bad:
+        raise GateError(f"{path}: {bad[0].pattern}: better must be one of {DIRECTIONS} "
+                        f"and abs, rel numbers >= 0; got {bad[0]}")
     return rules
 
 
@@ -93,8 +93,11 @@ def read_folder(folder: Path) -> dict[str, float]:
 
 def read_rev(rev: str) -> tuple[dict[str, float], dict[str, float]]:
     """(metrics at REV, workspace metrics) as `dvc metrics diff REV --json --all` reports them."""
-    done = subprocess.run(["dvc", "metrics", "diff", rev, "--json", "--all"],
-                          capture_output=True, text=True)
+    try:
+        done = subprocess.run(["dvc", "metrics", "diff", rev, "--json", "--all"],
+                              capture_output=True, text=True)
+    except OSError as err:
+        raise GateError(f"cannot run dvc: {err}") from None
     if done.returncode != 0:
         raise GateError(f"dvc metrics diff {rev} failed: {done.stderr.strip()}")
     sys.stderr.write(done.stderr)  # e.g. a file missing at REV: its metrics show as new
