@@ -127,6 +127,12 @@ def describe(rule: Rule, baseline: float) -> str:
     return f"{sign}{rule.allowed(baseline):.4g}"
 
 
+def unused(rules: list[Rule], names: set[str]) -> list[str]:
+    """Glob rules that match no metric: a typo, or a file whose layout changed (say, to lists)."""
+    return [r.pattern for r in rules
+            if not any(fnmatch.fnmatchcase(name, r.pattern) for name in names)]
+
+
 def compare(baseline: dict[str, float], current: dict[str, float],
             rules: list[Rule]) -> list[Row]:
     def rule_for(name: str) -> Rule | None:
@@ -204,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = compare(baseline, current, rules)
     print(table(rows, args.md))
     print(("\n" if args.md else "") + summary(rows, args.rev or f"{args.baseline}/"))
+    for pattern in unused(rules, baseline.keys() | current.keys()):
+        print(f"gate: note: no metric matches the rule {pattern!r}")
     return 1 if any(r.failed for r in rows) else 0
 
 

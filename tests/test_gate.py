@@ -156,6 +156,14 @@ def test_new_and_unspecified_metrics_are_reported_not_failed(gate):
     assert verdict(out, "test.json:per_class.cat") == "not in spec"
 
 
+def test_a_rule_matching_no_metric_is_noted_not_failed(gate, tmp_path):
+    files = changed({})
+    del files["attack.json"]
+    code, out, _ = gate(files, write_metrics(tmp_path / "no-attack", files))
+    assert code == 0
+    assert "no metric matches the rule 'attack.json:*accuracy'" in out
+
+
 @pytest.mark.parametrize("content", ["{not json", "[1, 2]", ""])
 def test_an_unreadable_file_fails_with_its_path(gate, tmp_path, content):
     write_metrics(tmp_path / "current", BASELINE)
