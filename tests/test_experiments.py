@@ -1,0 +1,66 @@
+"""The experiments workflow: two `dvc exp run`s on the CI profile, then `dvc exp show --json`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# The CI profile made smaller still: the test checks bookkeeping, not learning.
+SMALLER = ["-S", "data.synthetic_train=500", "-S", "data.synthetic_test=200",
+           "-S", "data.train_size=300", "-S", "data.val_size=200", "-S", "train.epochs=1"]
+LEARNING_RATES = ("0.003", "0.01")
+
+
+def copy_repo(dest: Path) -> None:
+    """The working tree's tracked and untracked files, as a fresh git repository."""
+    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                           cwd=REPO, check=True, capture_output=True).stdout.decode().split("\0")
+    for name in filter(None, files):
+        if (REPO / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, dest / name)
+
+
+def run(cwd: Path, *command: str) -> str:
+    env = {**os.environ, "PYTHONPATH": str(cwd),  # dvc's stages import the copy's advlab
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.invalid",
+           "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.invalid"}
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, f"{' '.join(command)}:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+def experiments(shown: list[dict]) -> list[dict]:
+    """The experiment entries of `dvc exp show --json`, below the baseline commit."""
+    return [rev for entry in shown for group in entry.get("experiments") or []
+            for rev in group["revs"]]
+
+
+@pytest.mark.slow
+def test_two_experiments_are_listed_with_their_params_and_metrics(tmp_path):
+    copy_repo(tmp_path)
+    run(tmp_path, "git", "init", "-q")
+    run(tmp_path, "git", "add", "-A")
+    run(tmp_path, "git", "commit", "-qm", "copy")
+    for lr in LEARNING_RATES:
+        run(tmp_path, sys.executable, "-m", "advlab.profile", "ci", *SMALLER,
+            "-S", f"train.lr={lr}", "-n", f"lr-{lr}")
+
+    listed = {exp["name"]: exp["data"] for exp in experiments(json.loads(
+        run(tmp_path, "dvc", "exp", "show", "--json")))}
+    assert set(listed) == {f"lr-{lr}" for lr in LEARNING_RATES}
+    for lr in LEARNING_RATES:
+        data = listed[f"lr-{lr}"]
+        assert data["params"]["params.yaml"]["data"]["train"]["lr"] == float(lr)
+        metrics = data["metrics"]
+        assert 0 <= metrics["metrics/test.json"]["data"]["accuracy"] <= 1
+        assert metrics["metrics/train.json"]["data"]["epochs"] == 1
