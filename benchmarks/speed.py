@@ -127,16 +127,19 @@ def lab_attack(model: nn.Module, loader: DataLoader, epsilons: tuple[float, ...]
 
 # ---- measuring ---------------------------------------------------------------------------------
 
+MIN_SECONDS = 1.0
+
 @dataclass
 class Side:
-    images: int  # images processed (image x eps for the attack)
-    seconds: float
+    images: int  # images one run processes (image x eps for the attack)
+    runs: int
+    seconds: float  # all runs together
     flops_per_image: float
-    result: object  # what the timed run returned
+    result: object  # what the first timed run returned
 
     @property
     def rate(self) -> float:
-        return self.images / self.seconds
+        return self.images * self.runs / self.seconds
 
 
 def seconds(fn: Callable[[], object], device: torch.device) -> float:
@@ -173,16 +176,20 @@ def flops(fn: Callable[[], object]) -> int:
 
 def measure(work: Callable[[int], object], images: int, probe: int, device: torch.device,
             per_image: int = 1) -> Side:
-    """work(n) processes n images. FLOPs from work(probe); warm-up with it too; then timed."""
+    """work(n) processes n images. FLOPs from work(probe); warm-up with it too; then timed,
+    rerun until MIN_SECONDS have passed (a short run alone would be mostly noise)."""
     counted = flops(lambda: work(probe)) / (probe * per_image)
     work(probe)
-    out = []
-    elapsed = seconds(lambda: out.append(work(images)), device)
-    return Side(images * per_image, elapsed, counted, out[0])
+    out: list = []
+    runs, elapsed = 0, 0.0
+    while elapsed < MIN_SECONDS:
+        elapsed += seconds(lambda: out.append(work(images)), device)
+        runs += 1
+    return Side(images * per_image, runs, elapsed, counted, out[0])
 
 
-def matmul_peak(device: torch.device, size: int, reps: int = 5) -> float:
-    """Best fp32 matmul FLOP/s over a few reps (TF32 where pick_device allowed it on CUDA)."""
+def matmul_peak(device: torch.device, size: int, reps: int = 10) -> float:
+    """Best fp32 matmul FLOP/s over reps (TF32 where pick_device allowed it on CUDA)."""
     a, b = torch.randn(2, size, size, device=device).unbind(0)
     a @ b
     best = min(seconds(lambda: a @ b, device) for _ in range(reps))
@@ -197,6 +204,8 @@ def null_bar(total: int) -> tqdm:
 # ---- the benchmark -----------------------------------------------------------------------------
 
 STAGES = ("split", "train", "eval", "attack")
+CPU_CACHE_BATCH = 128  # on CPU a batch whose activations fit in cache is the faster one
+Row = tuple[str, "Side", "Side | None"]
 
 
 def main() -> None:
@@ -209,10 +218,11 @@ def main() -> None:
                         help="images in the timed training epoch (default: 4000 CPU, 40000 GPU)")
     parser.add_argument("--slow-images", type=int, default=None,
                         help="test images for evaluation and attack, where the lab goes one "
-                             "image at a time (default: 1000 CPU, 10000 GPU)")
-    parser.add_argument("--eval-batch", type=int, default=Evaluate().batch_size,
-                        help="the project's evaluation and attack batch (default: params' "
-                             "evaluate.batch_size)")
+                             "image at a time (default: 1000 CPU, 2000 GPU)")
+    parser.add_argument("--eval-batch", default=None,
+                        help="the project's evaluation and attack batch sizes, comma-separated,"
+                             f" one row each (default: params' evaluate.batch_size "
+                             f"{Evaluate().batch_size}, and {CPU_CACHE_BATCH} on CPU)")
     parser.add_argument("--stages", default=",".join(STAGES),
                         help=f"comma-separated subset of {','.join(STAGES)}")
     parser.add_argument("--seed", type=int, default=0)
@@ -224,26 +234,27 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = pick_device(args.device)
     gpu = device.type == "cuda"
+    eval_batches = ([int(b) for b in args.eval_batch.split(",")] if args.eval_batch else
+                    [Evaluate().batch_size] + ([] if gpu else [CPU_CACHE_BATCH]))
     bench = Bench(device, n_train=args.train_images or (40_000 if gpu else 4_000),
-                  n_test=args.slow_images or (10_000 if gpu else 1_000),
-                  eval_batch=args.eval_batch, seed=args.seed)
-    peak = matmul_peak(device, 8192 if gpu else 2048)
-    rows = {}
-    for stage in stages:
-        name, lab, project = getattr(bench, stage)()
-        rows[name] = (lab, project)
+                  n_test=args.slow_images or (2_000 if gpu else 1_000),
+                  eval_batches=eval_batches, seed=args.seed)
+    size = 8192 if gpu else 2048
+    peak = matmul_peak(device, size)
+    rows = [row for stage in stages for row in getattr(bench, stage)()]
+    peak = max(peak, matmul_peak(device, size))  # before and after: the best is the machine's
     print_report(rows, device, args.threads, bench.forward_flops, peak)
     for note in bench.notes:
         print(note)
 
 
 class Bench:
-    """The data and models both sides share; one method per stage returns (name, lab, project)."""
+    """The data and models both sides share; one method per stage returns its rows."""
 
-    def __init__(self, device: torch.device, n_train: int, n_test: int, eval_batch: int,
-                 seed: int):
-        self.device, self.n_train, self.n_test, self.eval_batch, self.seed = (
-            device, n_train, n_test, eval_batch, seed)
+    def __init__(self, device: torch.device, n_train: int, n_test: int,
+                 eval_batches: list[int], seed: int):
+        self.device, self.n_train, self.n_test, self.eval_batches, self.seed = (
+            device, n_train, n_test, eval_batches, seed)
         self.train_cfg, self.epsilons = Train(), Attack().epsilons
         data = synthetic_images(n_train + n_test, seed=seed)
         self.train_cpu = data.subset(torch.arange(n_train))
@@ -265,14 +276,14 @@ class Bench:
     def _lab_loader(self, dataset: Dataset, n: int, **kwargs) -> DataLoader:
         return DataLoader(torch.utils.data.Subset(dataset, range(n)), **kwargs)
 
-    def split(self) -> tuple[str, Side, Side]:
+    def split(self) -> list[Row]:
         lab = measure(lambda n: lab_split(self.lab_train_set, n), self.n_train, 64, self.device)
         project = measure(lambda n: self._first(self.train_cpu, n).to(self.device),
                           self.n_train, 64, self.device)
         self.lab_list = lab.result
-        return "split (list vs tensors)", lab, project
+        return [("split (list vs tensors)", lab, project)]
 
-    def train(self) -> tuple[str, Side, Side]:
+    def train(self) -> list[Row]:
         cfg, device = self.train_cfg, self.device
         lab_list = self.lab_list or lab_split(self.lab_train_set, self.n_train)
         lab_optimizer = make_optimizer(self.lab_model, cfg)
@@ -292,36 +303,39 @@ class Bench:
         project = measure(project_run, self.n_train, 64, device)
         # evaluation and attack then see trained weights, the same on both sides
         self.lab_model.load_state_dict(self.project_model.state_dict())
-        return f"train epoch (batch {cfg.batch_size})", lab, project
+        return [(f"train epoch (batch {cfg.batch_size})", lab, project)]
 
-    def eval(self) -> tuple[str, Side, Side]:
+    def eval(self) -> list[Row]:
         self.lab_model.eval()
         self.project_model.eval()
         lab = measure(lambda n: lab_accuracy(self.lab_model, self._lab_loader(
             self.lab_test_set, n, batch_size=1), self.device), self.n_test, 16, self.device)
-        project = measure(lambda n: classification_report(
-            self.project_model, self._first(self.test_set, n), self.eval_batch),
-            self.n_test, 16, self.device)
+        rows = []
+        for batch in self.eval_batches:
+            project = measure(lambda n, b=batch: classification_report(
+                self.project_model, self._first(self.test_set, n), b),
+                self.n_test, 16, self.device)
+            rows.append((f"test evaluation (1 vs {batch})", lab, project))
         self.notes.append(f"check: clean accuracy on the {self.n_test} test images: lab "
                           f"{lab.result:.4f}, project {project.result['accuracy']:.4f}")
-        return f"test evaluation (1 vs {self.eval_batch})", lab, project
+        return rows
 
-    def attack(self) -> tuple[str, Side, Side | None]:
-        name = f"FGSM, {len(self.epsilons)} eps (1 vs {self.eval_batch})"
+    def attack(self) -> list[Row]:
+        eps = len(self.epsilons)
         lab = measure(lambda n: lab_attack(self.lab_model, self._lab_loader(
             self.lab_test_set, n, batch_size=1), self.epsilons, self.device),
-            self.n_test, 4, self.device, per_image=len(self.epsilons))
+            self.n_test, 4, self.device, per_image=eps)
         if fgsm_sweep is None:
-            self.notes.append(f"{name}: project side skipped: advlab.attacks (issue 3) "
-                              "is not here yet")
-            return name, lab, None
-        project = measure(lambda n: fgsm_sweep(self.project_model, self._first(self.test_set, n),
-                                               self.epsilons, self.eval_batch),
-                          self.n_test, 16, self.device, per_image=len(self.epsilons))
-        return name, lab, project
+            self.notes.append("FGSM: project side skipped: advlab.attacks (issue 3) is not "
+                              "here yet")
+            return [(f"FGSM, {eps} eps (1 vs -)", lab, None)]
+        return [(f"FGSM, {eps} eps (1 vs {batch})", lab, measure(
+            lambda n, b=batch: fgsm_sweep(self.project_model, self._first(self.test_set, n),
+                                          self.epsilons, b),
+            self.n_test, 16, self.device, per_image=eps)) for batch in self.eval_batches]
 
 
-def print_report(rows: dict[str, tuple[Side, Side | None]], device: torch.device, threads: int,
+def print_report(rows: list[Row], device: torch.device, threads: int,
                  forward_flops: int, peak: float) -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     load = " ".join(f"{v:.2f}" for v in os.getloadavg())
@@ -335,7 +349,7 @@ def print_report(rows: dict[str, tuple[Side, Side | None]], device: torch.device
               f" {'MFLOP/img lab|proj':>19} {'GFLOP/s lab|proj':>17} {'% of peak':>10}")
     print(header)
     print("-" * len(header))
-    for stage, (lab, project) in rows.items():
+    for stage, lab, project in rows:
         line = f"{stage:<28} {lab.images:>7} {lab.rate:>10.0f}"
         if project is None:
             print(f"{line} {'skipped':>10}")
