@@ -9,6 +9,7 @@ from advlab.io import write_csv, write_json
 from advlab.models import load_model
 from advlab.params import load_params
 from advlab.stage import path_arg, run_stage
+from advlab.tensorboard_log import log_test, open_writer
 
 
 def main(args: argparse.Namespace) -> None:
@@ -24,6 +25,8 @@ def main(args: argparse.Namespace) -> None:
     write_csv(args.metrics / "confusion.csv", ["actual", "predicted"],
               [(names[a], names[p]) for a, p in zip(test_set.labels.tolist(),
                                                     report["predictions"].tolist(), strict=True)])
+    with open_writer(args.tensorboard) as writer:
+        log_test(writer, report["accuracy"], report["per_class"])
 
 
 if __name__ == "__main__":
@@ -31,4 +34,5 @@ if __name__ == "__main__":
     path_arg(parser, "--splits", "the folder with test.pt")
     path_arg(parser, "--model", "the trained model")
     path_arg(parser, "--metrics", "the folder for test.json and confusion.csv")
+    path_arg(parser, "--tensorboard", "the TensorBoard run folder of this stage")
     run_stage("test", main, parser)

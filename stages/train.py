@@ -2,15 +2,17 @@
 
 import argparse
 import time
+from functools import partial
 
 import torch
 
-from advlab.data import load_splits
+from advlab.data import load_splits, to_float
 from advlab.device import pick_device, prepare_model
 from advlab.io import write_csv, write_json
 from advlab.models import build_model, format_parameter_table, parameter_table, save_model
 from advlab.params import load_params
 from advlab.stage import path_arg, run_stage
+from advlab.tensorboard_log import log_epoch, log_graph, log_hparams, open_writer
 from advlab.train import fit, make_optimizer, model_config
 
 
@@ -26,9 +28,11 @@ def main(args: argparse.Namespace) -> None:
     print(f"train: {params.train.model} on {device}, parameters by the lab's Table 1.3:")
     print(format_parameter_table(rows))
 
+    writer = open_writer(args.tensorboard)
     start = time.perf_counter()
     history = fit(model, make_optimizer(model, params.train), train_set, val_set, params.train,
-                  params.base.seed, params.evaluate.batch_size)
+                  params.base.seed, params.evaluate.batch_size,
+                  on_epoch=partial(log_epoch, writer))
     seconds = time.perf_counter() - start
     print(f"train: {len(history)} epochs in {seconds:.1f} s "
           f"({len(train_set) * len(history) / seconds:.0f} images/s)")
@@ -42,6 +46,10 @@ def main(args: argparse.Namespace) -> None:
         "best_val_acc": round(max(r.val_acc for r in history), 6),
         "model": {"params": sum(count for *_, count in rows)},
     })
+    log_graph(writer, model, to_float(val_set.images[:1]))
+    log_hparams(writer, params, {"loss": last.loss, "val_acc": last.val_acc,
+                                 "best_val_acc": max(r.val_acc for r in history)})
+    writer.close()
 
 
 if __name__ == "__main__":
@@ -49,4 +57,5 @@ if __name__ == "__main__":
     path_arg(parser, "--splits", "the folder with train.pt and val.pt")
     path_arg(parser, "--model", "where to write the trained model")
     path_arg(parser, "--metrics", "the folder for train.json and train.csv")
+    path_arg(parser, "--tensorboard", "the TensorBoard run folder of this stage")
     run_stage("train", main, parser)
