@@ -239,11 +239,19 @@ def main() -> None:
     bench = Bench(device, n_train=args.train_images or (40_000 if gpu else 4_000),
                   n_test=args.slow_images or (2_000 if gpu else 1_000),
                   eval_batches=eval_batches, seed=args.seed)
+    load_at_start = os.getloadavg()[0]
     size = 8192 if gpu else 2048
     peak = matmul_peak(device, size)
     rows = [row for stage in stages for row in getattr(bench, stage)()]
     peak = max(peak, matmul_peak(device, size))  # before and after: the best is the machine's
     print_report(rows, device, args.threads, bench.forward_flops, peak)
+    load, cores = max(load_at_start, os.getloadavg()[0]), len(os.sched_getaffinity(0))
+    if device.type == "cpu" and args.threads > 1 and load > cores + 0.5:  # ours count in it
+        bench.notes.append(
+            f"warning: 1-minute load average reached {load:.1f} on {cores} cores: other "
+            "processes held CPUs, so threads waited for one another; batch-1 and "
+            "batch-32 loops lose most, which overstates the ratios. Rerun on an idle machine, "
+            "or with --threads 1.")
     for note in bench.notes:
         print(note)
 
@@ -340,7 +348,7 @@ def print_report(rows: list[Row], device: torch.device, threads: int,
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     load = " ".join(f"{v:.2f}" for v in os.getloadavg())
     print(f"\ndevice {device} ({name}), {threads} threads, torch {torch.__version__}, "
-          f"load average {load}")
+          f"load average at the end {load}")
     print(f"LabCNN forward: {forward_flops / 1e6:.1f} MFLOP per image; "
           f"fp32 matmul peak measured: {peak / 1e9:.0f} GFLOP/s")
     print("attack: one image at one eps counts as one image; FLOP/img counted on each side's "
