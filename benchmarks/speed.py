@@ -362,7 +362,8 @@ def print_report(rows: list[Row], device: torch.device, threads: int,
         if project is None:
             print(f"{line} {'skipped':>10}")
             continue
-        line += f" {project.rate:>10.0f} {project.rate / lab.rate:>7.1f}x"
+        ratio = project.rate / lab.rate
+        line += f" {project.rate:>10.0f} {ratio:>7.{2 if ratio < 10 else 1}f}x"
         if lab.flops_per_image and project.flops_per_image:
             gflops = [side.rate * side.flops_per_image / 1e9 for side in (lab, project)]
             mflop = f"{lab.flops_per_image / 1e6:.1f}|{project.flops_per_image / 1e6:.1f}"
