@@ -37,8 +37,14 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
 
 
 def prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """Moves a model to the device; channels_last on CUDA, where convolutions prefer it."""
+    """Moves a model to the device, channels_last on CUDA and CPU.
+
+    Convolutions, BatchNorm and max-pooling run faster in that layout on both (cuDNN; oneDNN
+    on CPU: about 1.4x for a training step and 1.5-2x for evaluation, benchmarks/speed.py).
+    Inputs may stay NCHW: a channels_last weight makes the convolution choose that layout.
+    Results change only by float rounding.
+    """
     model = model.to(device)
-    if device.type == "cuda":
+    if device.type in ("cuda", "cpu"):
         model = model.to(memory_format=torch.channels_last)
     return model
