@@ -4,7 +4,7 @@ import argparse
 
 from advlab.attacks import fgsm_sweep, save_metrics
 from advlab.data import load_splits
-from advlab.device import pick_device
+from advlab.device import pick_device, prepare_model
 from advlab.figures import fgsm_examples, save_png
 from advlab.models import load_model
 from advlab.params import load_params
@@ -16,7 +16,7 @@ def main(args: argparse.Namespace) -> None:
     params = load_params()
     device = pick_device(params.base.device)
     test_set = load_splits(args.splits, ("test",))["test"].to(device)
-    model = load_model(args.model, device)  # as the test stage does: eps = 0 matches it exactly
+    model = prepare_model(load_model(args.model, device), device)  # as in test: eps 0 matches
     result = fgsm_sweep(model, test_set, params.attack.epsilons, params.evaluate.batch_size)
 
     rows = result.rows()
