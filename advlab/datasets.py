@@ -73,10 +73,11 @@ def md5(path: Path) -> str:
 
 
 def verify_md5(folder: Path, expected: dict[str, str]) -> None:
+    for name in expected:  # a missing file first: it is the likelier cause of the rest
+        if not (folder / name).is_file():
+            raise DatasetError(f"{folder / name} is missing")
     for name, want in expected.items():
         path = folder / name
-        if not path.is_file():
-            raise DatasetError(f"{path} is missing")
         if (got := md5(path)) != want:
             raise DatasetError(
                 f"{path} has md5 {got}, not the official {want}: the file is corrupt or not the "

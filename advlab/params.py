@@ -152,7 +152,8 @@ def _coerce(value: object, annotation: object, key: str) -> object:
 
 def _build(cls: type, raw: object, prefix: str) -> object:
     if not isinstance(raw, dict):
-        raise ParamsError(f"params: {prefix or 'the file'} must be a mapping, got {raw!r}")
+        raise ParamsError(f"params: {prefix or 'the file'} = {raw!r} is not allowed; expected a "
+                          "mapping of keys to values")
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - known)
