@@ -53,8 +53,10 @@ def write_csv(path: str | Path, header: Sequence[str], rows: Sequence[Sequence[o
 
 
 def save_torch(path: str | Path, obj: object) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    """torch.save through a file object: given a path, torch names the records inside the zip
+    after the (random) temporary name, and equal tensors would give files of different md5."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
 
 
 def load_torch(path: str | Path, map_location: str | torch.device = "cpu") -> object:

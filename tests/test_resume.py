@@ -19,6 +19,7 @@ import yaml
 
 from advlab.checkpoint import TRAIN_PARAMS, fit_resumable, restore, run_inputs
 from advlab.data import ImageSet
+from advlab.datasets import md5
 from advlab.io import load_torch
 from advlab.models import build_model, load_model
 from advlab.params import Params, Train
@@ -82,12 +83,13 @@ def results(work: Path) -> dict:
     model = load_model(work / "models/model.pt")
     return {"train.json": (work / "metrics/train.json").read_text(),
             "train.csv": (work / "metrics/train.csv").read_text(),
-            "weights": model.state_dict()}
+            "weights": model.state_dict(), "model.pt md5": md5(work / "models/model.pt")}
 
 
 def assert_same(got: dict, want: dict) -> None:
     assert got["train.json"] == want["train.json"]
     assert got["train.csv"] == want["train.csv"]
+    assert got["model.pt md5"] == want["model.pt md5"]  # what dvc.lock records
     assert got["weights"].keys() == want["weights"].keys()
     for name, tensor in want["weights"].items():
         assert torch.equal(got["weights"][name], tensor), name
@@ -239,3 +241,36 @@ def test_fingerprint_covers_the_params_dvc_gives_the_train_stage():
     assert f"--checkpoint {CHECKPOINT}" in TRAIN["cmd"]
     out = next(o for o in TRAIN["outs"] if isinstance(o, dict) and CHECKPOINT in o)[CHECKPOINT]
     assert out["persist"] is True  # dvc repro must not delete it before the rerun
+
+
+# --- through dvc ------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_dvc_repro_after_kill_resumes_and_matches_a_fresh_run(tmp_path):
+    from test_pipeline_dvc import TINY, copy_repo, dvc
+
+    from advlab.profile import deep_merge
+
+    repo = copy_repo(tmp_path / "repo")
+    params = deep_merge(yaml.safe_load((repo / "params.yaml").read_text()), TINY)
+    params["train"]["epochs"] = 2
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {**os.environ, "PYTHONPATH": str(repo),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=repo, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    wait_for(repo / CHECKPOINT, proc, timeout=240)
+    os.killpg(proc.pid, signal.SIGKILL)  # dvc and the train stage under it
+    proc.wait()
+
+    out = dvc(repo, "repro")
+    assert "Running stage 'train'" in out
+    assert f"resuming from {CHECKPOINT}: epochs 1..1 done" in out
+    assert "up to date" in dvc(repo, "status")
+    resumed = (repo / "metrics/train.json").read_text(), md5(repo / "models/model.pt")
+
+    (repo / CHECKPOINT).unlink()
+    out = dvc(repo, "repro", "-f", "train")
+    assert "resuming" not in out
+    assert ((repo / "metrics/train.json").read_text(), md5(repo / "models/model.pt")) == resumed
