@@ -109,8 +109,8 @@ def fit_resumable(path: Path, inputs: dict[str, object], model: nn.Module,
         log(f"train: resuming from {path}: epochs 1..{done} done, continuing at {done + 1}")
 
     def checkpoint(result: EpochResult) -> None:
-        history.append(result)
-        save_checkpoint(path, inputs, model, optimizer, history)
+        save_checkpoint(path, inputs, model, optimizer, [*history, result])
+        history.append(result)  # only now is the epoch saved
         if on_epoch is not None:
             on_epoch(result)
 

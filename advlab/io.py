@@ -30,6 +30,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.chmod(tmp, 0o644)  # mkstemp's 0600 would make outputs private
     try:
         yield Path(tmp)
+        with open(tmp, "rb") as f:  # on disk before the rename: a power cut leaves old or new
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
