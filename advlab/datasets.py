@@ -12,6 +12,8 @@ import hashlib
 import pickle
 import shutil
 import socket
+import tarfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,8 @@ from advlab.params import Data
 
 CIFAR_DIR = "cifar-10-batches-py"
 CIFAR_ARCHIVE = "cifar-10-python.tar.gz"
+CIFAR_URL = f"https://www.cs.toronto.edu/~kriz/{CIFAR_ARCHIVE}"
+CIFAR_ARCHIVE_MD5 = "c58f30108f718f92721af3b95e74349a"
 CIFAR_TRAIN = [f"data_batch_{i}" for i in range(1, 6)]
 CIFAR_TEST = ["test_batch"]
 CIFAR_MD5 = {  # torchvision.datasets.CIFAR10's list, i.e. the official files
@@ -40,6 +44,13 @@ FASHION_MD5 = {  # the decompressed official files (Debian recompresses the .gz 
     "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
     "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
     "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
+}
+FASHION_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+FASHION_GZ_MD5 = {  # the official archives (torchvision.datasets.FashionMNIST's list)
+    "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+    "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+    "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+    "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
 }
 FASHION_CLASSES = ("t-shirt/top", "trouser", "pullover", "dress", "coat",
                    "sandal", "shirt", "sneaker", "bag", "ankle boot")
@@ -62,10 +73,11 @@ def md5(path: Path) -> str:
 
 
 def verify_md5(folder: Path, expected: dict[str, str]) -> None:
+    for name in expected:  # a missing file first: it is the likelier cause of the rest
+        if not (folder / name).is_file():
+            raise DatasetError(f"{folder / name} is missing")
     for name, want in expected.items():
         path = folder / name
-        if not path.is_file():
-            raise DatasetError(f"{path} is missing")
         if (got := md5(path)) != want:
             raise DatasetError(
                 f"{path} has md5 {got}, not the official {want}: the file is corrupt or not the "
@@ -104,7 +116,7 @@ def _unpickle(path: Path) -> dict:
     return blob
 
 
-def _read_cifar_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+def _read_cifar_batch(path: Path, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
     blob = _unpickle(path)
     if "data" not in blob or "labels" not in blob:
         raise DatasetError(f"{path} lacks the 'data' or 'labels' entry of a CIFAR batch")
@@ -112,10 +124,18 @@ def _read_cifar_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise DatasetError(f"{path}: 'data' must be uint8 rows of 3072 pixels (3x32x32), got "
                            f"{data.dtype} {data.shape}")
-    if labels.shape != (len(data),):
-        raise DatasetError(f"{path}: {len(labels)} labels for {len(data)} images")
+    if labels.shape != (len(data),) or not np.issubdtype(labels.dtype, np.integer):
+        raise DatasetError(f"{path}: expected {len(data)} integer labels, one per image, got "
+                           f"{labels.dtype} {labels.shape}")
+    _check_labels(path, labels, num_classes)
     images = torch.from_numpy(data.copy()).view(-1, 3, 32, 32)
     return images, torch.from_numpy(labels.astype(np.int64))
+
+
+def _check_labels(path: Path, labels: np.ndarray, num_classes: int) -> None:
+    if len(labels) and not 0 <= labels.min() <= labels.max() < num_classes:
+        raise DatasetError(f"{path}: labels must lie in 0..{num_classes - 1} (one per class), "
+                           f"got {labels.min()}..{labels.max()}")
 
 
 def read_cifar(folder: Path, verify: bool) -> tuple[ImageSet, ImageSet]:
@@ -128,12 +148,9 @@ def read_cifar(folder: Path, verify: bool) -> tuple[ImageSet, ImageSet]:
         raise DatasetError(f"{folder / 'batches.meta'} lacks 'label_names'")
 
     def read(names: list[str]) -> ImageSet:
-        parts = [_read_cifar_batch(folder / name) for name in names]
+        parts = [_read_cifar_batch(folder / name, len(classes)) for name in names]
         images, labels = (torch.cat(t) for t in zip(*parts, strict=True))
-        try:
-            return ImageSet(images, labels, classes)
-        except ValueError as err:
-            raise DatasetError(f"{folder}: {err}") from None
+        return ImageSet(images, labels, classes)
 
     return read(CIFAR_TRAIN), read(CIFAR_TEST)
 
@@ -164,17 +181,25 @@ def read_fashion_mnist(folder: Path, verify: bool) -> tuple[ImageSet, ImageSet]:
     if verify:
         verify_md5(folder, FASHION_MD5)
 
+    def read_idx(path: Path, reader: Callable[[str], torch.Tensor], what: str) -> torch.Tensor:
+        if not path.is_file():
+            raise DatasetError(f"{path} is missing")
+        try:
+            return reader(str(path))
+        except (AssertionError, RuntimeError, ValueError, IndexError) as err:
+            raise DatasetError(f"{path}: not a readable idx file of {what} "
+                               f"({type(err).__name__}: {err})") from None
+
     def read(prefix: str) -> ImageSet:
         images_path = folder / f"{prefix}-images-idx3-ubyte"
         labels_path = folder / f"{prefix}-labels-idx1-ubyte"
-        for path in (images_path, labels_path):
-            if not path.is_file():
-                raise DatasetError(f"{path} is missing")
-        try:
-            images, labels = read_image_file(str(images_path)), read_label_file(str(labels_path))
-            return ImageSet(images.unsqueeze(1).contiguous(), labels.long(), FASHION_CLASSES)
-        except (AssertionError, RuntimeError, ValueError) as err:
-            raise DatasetError(f"{folder}/{prefix}-*-ubyte: malformed idx file ({err})") from None
+        images = read_idx(images_path, read_image_file, "uint8 images (N, H, W)")
+        labels = read_idx(labels_path, read_label_file, "uint8 labels (N,)")
+        if labels.shape != images.shape[:1]:
+            raise DatasetError(f"{labels_path}: {len(labels)} labels for the {len(images)} "
+                               f"images of {images_path.name}")
+        _check_labels(labels_path, labels.numpy(), len(FASHION_CLASSES))
+        return ImageSet(images.unsqueeze(1).contiguous(), labels.long(), FASHION_CLASSES)
 
     return read("train"), read("t10k")
 
@@ -239,16 +264,55 @@ def _copy_verified(source: Path, dest: Path, names: list[str], expected: dict[st
     dest.mkdir(parents=True, exist_ok=True)
     for name in names:
         plain, packed = source / name, source / f"{name}.gz"
-        with atomic_path(dest / name) as tmp:
-            if plain.is_file():
+        if plain.is_file():
+            with atomic_path(dest / name) as tmp:
                 shutil.copyfile(plain, tmp)
-            elif gz_ok and packed.is_file():
-                with gzip.open(packed, "rb") as src, open(tmp, "wb") as out:
-                    shutil.copyfileobj(src, out)
-            else:
-                raise DatasetError(f"data.source: {plain} is missing")
+        elif gz_ok and packed.is_file():
+            _gunzip(packed, dest / name)
+        else:
+            raise DatasetError(f"data.source: {plain} is missing")
     if expected is not None:
         verify_md5(dest, expected)
+
+
+def _gunzip(packed: Path, dest: Path) -> None:
+    try:
+        with atomic_path(dest) as tmp, gzip.open(packed, "rb") as src, open(tmp, "wb") as out:
+            shutil.copyfileobj(src, out)
+    except (OSError, EOFError) as err:  # gzip.BadGzipFile is an OSError
+        raise DatasetError(f"{packed}: not a readable .gz file ({err})") from None
+
+
+def _download(url: str, dest: Path, expected_md5: str) -> None:
+    """url -> dest through a temporary name, md5-checked: a killed download leaves no dest."""
+    from torchvision.datasets.utils import download_url
+
+    print(f"download: {url} -> {dest}", flush=True)
+    try:
+        with atomic_path(dest) as tmp:
+            download_url(url, str(tmp.parent), tmp.name, md5=expected_md5)
+    except (OSError, RuntimeError) as err:  # URLError is an OSError
+        raise DatasetError(f"downloading {url} to {dest} failed: {err}") from None
+
+
+def _check_archive(path: Path, expected_md5: str) -> None:
+    if (got := md5(path)) != expected_md5:
+        raise DatasetError(
+            f"{path} has md5 {got}, not the official {expected_md5}: a partial download or a "
+            "corrupt copy. Delete it and rerun (it is downloaded again), or replace it with a "
+            "good copy.")
+
+
+def _extract_cifar(archive: Path, folder: Path) -> None:
+    """The batches of the official archive, each written through a temporary name. Members are
+    matched by file name only, so no path in the archive can write outside `folder`."""
+    with tarfile.open(archive, "r:gz") as tar:
+        for member in tar:
+            name = Path(member.name).name
+            if member.isfile() and name in CIFAR_MD5:
+                with (atomic_path(folder / name) as tmp, tar.extractfile(member) as src,
+                      open(tmp, "wb") as out):
+                    shutil.copyfileobj(src, out)
 
 
 def fetch_cifar10(raw: Path, source: Path | None, verify: bool) -> None:
@@ -263,11 +327,12 @@ def fetch_cifar10(raw: Path, source: Path | None, verify: bool) -> None:
                                    (folder / n).is_file() for n in names):
         return
     archive = raw / CIFAR_ARCHIVE
-    if not archive.is_file() and not _network_reachable("www.cs.toronto.edu"):
-        raise DatasetError(OFFLINE_HINT.format(what=CIFAR_ARCHIVE, where=raw))
-    from torchvision.datasets import CIFAR10
-
-    CIFAR10(str(raw), train=True, download=True)  # md5-checks the archive; reuses one present
+    if not archive.is_file():
+        if not _network_reachable("www.cs.toronto.edu"):
+            raise DatasetError(OFFLINE_HINT.format(what=CIFAR_ARCHIVE, where=raw))
+        _download(CIFAR_URL, archive, CIFAR_ARCHIVE_MD5)
+    _check_archive(archive, CIFAR_ARCHIVE_MD5)
+    _extract_cifar(archive, folder)
     verify_md5(folder, CIFAR_MD5)
 
 
@@ -277,14 +342,16 @@ def fetch_fashion_mnist(raw: Path, source: Path | None, verify: bool) -> None:
         _copy_verified(source, folder, list(FASHION_MD5), FASHION_MD5 if verify else None,
                        gz_ok=True)
         return
-    archives = [folder / f"{n}.gz" for n in FASHION_MD5]
+    archives = [folder / name for name in FASHION_GZ_MD5]
     if not all(p.is_file() for p in archives) and not _network_reachable(
         "fashion-mnist.s3-website.eu-central-1.amazonaws.com"
     ):
         raise DatasetError(OFFLINE_HINT.format(what="Fashion-MNIST .gz files", where=folder))
-    from torchvision.datasets import FashionMNIST
-
-    FashionMNIST(str(raw), train=True, download=True)  # md5-checks the .gz archives
+    for archive, expected in zip(archives, FASHION_GZ_MD5.values(), strict=True):
+        if not archive.is_file():
+            _download(FASHION_URL + archive.name, archive, expected)
+        _check_archive(archive, expected)
+        _gunzip(archive, folder / archive.stem)
     verify_md5(folder, FASHION_MD5)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import glob
 import json
 import os
 import tempfile
@@ -15,14 +16,22 @@ import torch
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yields a temporary path beside `path`; renames it onto `path` only if the block succeeds."""
+    """Yields a temporary path beside `path`; renames it onto `path` only if the block succeeds.
+
+    The temporary name, `.NAME.XXXX.tmp`, is hidden and matched by .dvcignore, so a file left
+    behind by a killed process is never taken for an output; the next write of NAME removes it.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):  # left by a kill -9
+        stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     os.chmod(tmp, 0o644)  # mkstemp's 0600 would make outputs private
     try:
         yield Path(tmp)
+        with open(tmp, "rb") as f:  # on disk before the rename: a power cut leaves old or new
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -46,8 +55,10 @@ def write_csv(path: str | Path, header: Sequence[str], rows: Sequence[Sequence[o
 
 
 def save_torch(path: str | Path, obj: object) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    """torch.save through a file object: given a path, torch names the records inside the zip
+    after the (random) temporary name, and equal tensors would give files of different md5."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
 
 
 def load_torch(path: str | Path, map_location: str | torch.device = "cpu") -> object:

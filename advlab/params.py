@@ -13,6 +13,7 @@ import yaml
 
 DATASETS = ("cifar10", "fashion_mnist", "synthetic")
 MODELS = ("lab_cnn",)
+OFFICIAL_TRAIN_SIZE = {"cifar10": 50_000, "fashion_mnist": 60_000}  # images, verified files
 
 
 class ParamsError(ValueError):
@@ -52,14 +53,19 @@ class Data:
         for name in ("train_size", "val_size", "synthetic_train", "synthetic_test"):
             value = getattr(self, name)
             _check(value > 0, f"{prefix}.{name}", value, "an integer > 0")
+        # The official training set's size is known here for synthetic data and for verified
+        # official files; other data (verify: false) is checked by the split stage.
         if self.dataset == "synthetic":
-            total = self.train_size + self.val_size
-            _check(
-                total <= self.synthetic_train,
-                f"{prefix}.train_size + {prefix}.val_size",
-                total,
-                f"<= {prefix}.synthetic_train ({self.synthetic_train})",
-            )
+            available, what = self.synthetic_train, f"{prefix}.synthetic_train"
+        elif self.verify:
+            available, what = (OFFICIAL_TRAIN_SIZE[self.dataset],
+                               f"images in the official {self.dataset} training set")
+        else:
+            return
+        total = self.train_size + self.val_size
+        _check(total <= available, f"{prefix}.train_size + {prefix}.val_size", total,
+               f"<= {available} ({what}): train and validation images are drawn, disjoint, "
+               "from the official training set")
 
 
 @dataclass(frozen=True)
@@ -146,7 +152,8 @@ def _coerce(value: object, annotation: object, key: str) -> object:
 
 def _build(cls: type, raw: object, prefix: str) -> object:
     if not isinstance(raw, dict):
-        raise ParamsError(f"params: {prefix or 'the file'} must be a mapping, got {raw!r}")
+        raise ParamsError(f"params: {prefix or 'the file'} = {raw!r} is not allowed; expected a "
+                          "mapping of keys to values")
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - known)

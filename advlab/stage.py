@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -14,16 +15,30 @@ from advlab.params import ParamsError
 EXPECTED_ERRORS = (ParamsError, DatasetError, FileNotFoundError, ValueError, RuntimeError)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, a scheduler's stop): handled like Ctrl-C, so files are left whole."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def run_stage(name: str, main: Callable[[argparse.Namespace], None],
               parser: argparse.ArgumentParser) -> None:
-    """Parses the stage's arguments and runs it; exits 1 with one clear line on bad input."""
+    """Parses the stage's arguments and runs it; exits 1 with one clear line on bad input.
+
+    Ctrl-C and SIGTERM end the stage with a one-line message (exit 130 or 143), no traceback;
+    a KeyboardInterrupt raised with a message (e.g. where training resumes) shows it.
+    """
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, _terminate)
     start = time.perf_counter()
     try:
         main(args)
-    except KeyboardInterrupt:
-        print(f"\n{name}: interrupted; rerun `dvc repro` to start again", file=sys.stderr)
-        sys.exit(130)
+    except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM; str(err) may say how to resume
+        hint = str(err) or "rerun `dvc repro` to start again"
+        print(f"\n{name}: interrupted; {hint}", file=sys.stderr)
+        sys.exit(128 + (signal.SIGTERM if isinstance(err, Terminated) else signal.SIGINT))
     except EXPECTED_ERRORS as err:
         print(f"{name}: error: {err}", file=sys.stderr)
         sys.exit(1)

@@ -1,11 +1,12 @@
 """train stage: fit the model on the train split, validating after every epoch."""
 
 import argparse
-import time
 from functools import partial
+from pathlib import Path
 
 import torch
 
+from advlab.checkpoint import fit_resumable, run_inputs
 from advlab.data import load_splits, to_float
 from advlab.device import pick_device, prepare_model
 from advlab.io import write_csv, write_json
@@ -13,7 +14,7 @@ from advlab.models import build_model, format_parameter_table, parameter_table, 
 from advlab.params import load_params
 from advlab.stage import path_arg, run_stage
 from advlab.tensorboard_log import log_epoch, log_graph, log_hparams, open_writer
-from advlab.train import fit, make_optimizer, model_config
+from advlab.train import make_optimizer, model_config
 
 
 def main(args: argparse.Namespace) -> None:
@@ -29,13 +30,11 @@ def main(args: argparse.Namespace) -> None:
     print(format_parameter_table(rows))
 
     writer = open_writer(args.tensorboard)
-    start = time.perf_counter()
-    history = fit(model, make_optimizer(model, params.train), train_set, val_set, params.train,
-                  params.base.seed, params.evaluate.batch_size,
-                  on_epoch=partial(log_epoch, writer))
-    seconds = time.perf_counter() - start
-    print(f"train: {len(history)} epochs in {seconds:.1f} s "
-          f"({len(train_set) * len(history) / seconds:.0f} images/s)")
+    inputs = run_inputs(params, [args.splits / "train.pt", args.splits / "val.pt",
+                                 Path(__file__)], device)
+    history = fit_resumable(args.checkpoint, inputs, model, make_optimizer(model, params.train),
+                            train_set, val_set, params.train, params.base.seed,
+                            params.evaluate.batch_size, on_epoch=partial(log_epoch, writer))
 
     save_model(args.model, model)
     write_csv(args.metrics / "train.csv", ["epoch", "loss", "val_acc"],
@@ -58,4 +57,5 @@ if __name__ == "__main__":
     path_arg(parser, "--model", "where to write the trained model")
     path_arg(parser, "--metrics", "the folder for train.json and train.csv")
     path_arg(parser, "--tensorboard", "the TensorBoard run folder of this stage")
+    path_arg(parser, "--checkpoint", "the checkpoint written after every epoch, resumed from")
     run_stage("train", main, parser)

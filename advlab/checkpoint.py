@@ -1,0 +1,130 @@
+"""Resumable training: a checkpoint after every epoch, resumed only by the run that wrote it.
+
+The checkpoint (one file, a `persist` output of the train stage, so `dvc repro` keeps it) holds
+the model and optimizer state after the last completed epoch, the history so far, and the run's
+inputs: the params the train stage reads, the md5 of its data and code, the torch version and the
+device. Every epoch draws from its own seed (`train.epoch_seed`), so a run resumed at an epoch
+boundary ends exactly like an uninterrupted one on the CPU. A checkpoint whose inputs differ is
+never resumed from: training starts fresh and says what changed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import advlab
+from advlab.data import ImageSet
+from advlab.datasets import md5
+from advlab.io import load_torch, save_torch
+from advlab.params import Params, Train
+from advlab.train import EpochResult, fit
+
+VERSION = 1
+# The params the train stage reads: the same list as its `params:` in dvc.yaml (a test checks).
+TRAIN_PARAMS = ("base", "train", "evaluate.batch_size")
+
+
+def run_inputs(params: Params, files: Sequence[Path], device: torch.device) -> dict[str, object]:
+    """Everything that determines a training run, as flat key -> value: the train params, the
+    md5 of `files` (data splits, stage script) and of advlab's modules, torch and the device."""
+    inputs: dict[str, object] = {}
+    for key in TRAIN_PARAMS:
+        value: object = params
+        for part in key.split("."):
+            value = getattr(value, part)
+        if dataclasses.is_dataclass(value):
+            inputs.update({f"{key}.{k}": v for k, v in dataclasses.asdict(value).items()})
+        else:
+            inputs[key] = value
+    package = Path(advlab.__file__).parent
+    for path in [*files, *sorted(package.glob("*.py"))]:
+        name = f"advlab/{path.name}" if path.parent == package else path.name
+        inputs[f"md5 {name}"] = md5(path)
+    inputs["torch"] = str(torch.__version__)  # a TorchVersion, which weights_only refuses
+    inputs["device"] = device.type
+    return inputs
+
+
+def save_checkpoint(path: Path, inputs: dict[str, object], model: nn.Module,
+                    optimizer: torch.optim.Optimizer, history: list[EpochResult]) -> None:
+    save_torch(path, {
+        "version": VERSION, "inputs": inputs,
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "history": [dataclasses.asdict(r) for r in history],
+    })
+
+
+def restore(path: Path, inputs: dict[str, object], model: nn.Module,
+            optimizer: torch.optim.Optimizer, log: Callable[[str], None] = print
+            ) -> list[EpochResult]:
+    """Loads the checkpoint into model and optimizer if it is from this run; returns the epochs
+    it completed ([] for a fresh start)."""
+    if not path.is_file():
+        return []
+    try:
+        blob = load_torch(path)
+    except ValueError as err:
+        log(f"train: ignoring the unreadable checkpoint {path} ({err}); starting fresh")
+        return []
+    if not isinstance(blob, dict) or blob.get("version") != VERSION:
+        log(f"train: {path} is not a checkpoint of this version; starting fresh")
+        return []
+    saved = blob["inputs"]
+    changed = sorted(k for k in saved.keys() | inputs.keys() if saved.get(k) != inputs.get(k))
+    if changed:
+        shown = ", ".join(changed[:6]) + (", ..." if len(changed) > 6 else "")
+        log(f"train: the checkpoint {path} is from different params, data or code "
+            f"({shown} changed); starting fresh")
+        return []
+    model.load_state_dict(blob["model"])
+    optimizer.load_state_dict(blob["optimizer"])
+    return [EpochResult(**r) for r in blob["history"]]
+
+
+def fit_resumable(path: Path, inputs: dict[str, object], model: nn.Module,
+                  optimizer: torch.optim.Optimizer, train_set: ImageSet, val_set: ImageSet,
+                  cfg: Train, seed: int, eval_batch_size: int,
+                  on_epoch: Callable[[EpochResult], None] | None = None,
+                  log: Callable[[str], None] = print, **fit_kwargs: object) -> list[EpochResult]:
+    """train.fit, checkpointed to `path` after every epoch and resumed from it when it matches
+    `inputs`. Returns every epoch's result; on_epoch sees every epoch too, restored ones first
+    (so a logger whose output was deleted before the rerun still gets the whole run)."""
+    history = restore(path, inputs, model, optimizer, log)
+    for result in history:
+        if on_epoch is not None:
+            on_epoch(result)
+    done = len(history)
+    if done == cfg.epochs:
+        log(f"train: {path} already holds all {done} epochs of this run; reusing it "
+            "(delete it to train again)")
+        return history
+    if done:
+        log(f"train: resuming from {path}: epochs 1..{done} done, continuing at {done + 1}")
+
+    def checkpoint(result: EpochResult) -> None:
+        save_checkpoint(path, inputs, model, optimizer, [*history, result])
+        history.append(result)  # only now is the epoch saved
+        if on_epoch is not None:
+            on_epoch(result)
+
+    start = time.perf_counter()
+    try:
+        fit(model, optimizer, train_set, val_set, cfg, seed, eval_batch_size,
+            start_epoch=done + 1, on_epoch=checkpoint, **fit_kwargs)
+    except KeyboardInterrupt as err:
+        if len(history):
+            raise type(err)(f"epochs 1..{len(history)} are saved in {path}; rerun `dvc repro` "
+                            f"to resume from epoch {len(history) + 1}") from None
+        raise
+    seconds = time.perf_counter() - start
+    trained = len(history) - done
+    log(f"train: {trained} epochs in {seconds:.1f} s "
+        f"({len(train_set) * trained / seconds:.0f} images/s)")
+    return history

@@ -1,0 +1,125 @@
+"""params.yaml is validated once, up front: every bad value names its key, the value and what is
+allowed, and a stage given one exits non-zero within seconds without touching its outputs."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from advlab.params import Params, ParamsError, load_params, parse_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+BAD = {  # case: (params.yaml overrides, the key named, the bad value as shown)
+    "unknown section": ({"trian": {"epochs": 1}}, "trian", "trian"),
+    "unknown key": ({"train": {"learning_rate": 0.1}}, "train.learning_rate", "learning_rate"),
+    "section not a mapping": ({"train": 5}, "train", "5"),
+    "lr zero": ({"train": {"lr": 0}}, "train.lr", "0"),
+    "lr negative": ({"train": {"lr": -0.001}}, "train.lr", "-0.001"),
+    "lr not a number": ({"train": {"lr": "fast"}}, "train.lr", "'fast'"),
+    "lr infinite": ({"train": {"lr": "inf"}}, "train.lr", "inf"),
+    "epochs zero": ({"train": {"epochs": 0}}, "train.epochs", "0"),
+    "epochs negative": ({"train": {"epochs": -3}}, "train.epochs", "-3"),
+    "epochs fractional": ({"train": {"epochs": 2.5}}, "train.epochs", "2.5"),
+    "epochs boolean": ({"train": {"epochs": True}}, "train.epochs", "True"),
+    "batch size zero": ({"train": {"batch_size": 0}}, "train.batch_size", "0"),
+    "batch size negative": ({"train": {"batch_size": -32}}, "train.batch_size", "-32"),
+    "eval batch size zero": ({"evaluate": {"batch_size": 0}}, "evaluate.batch_size", "0"),
+    "weight decay negative": ({"train": {"weight_decay": -1}}, "train.weight_decay", "-1"),
+    "eps list empty": ({"attack": {"epsilons": []}}, "attack.epsilons", "[]"),
+    "eps not a list": ({"attack": {"epsilons": 0.1}}, "attack.epsilons", "0.1"),
+    "eps not numeric": ({"attack": {"epsilons": [0, "big"]}}, "attack.epsilons", "'big'"),
+    "eps negative": ({"attack": {"epsilons": [0, -0.1]}}, "attack.epsilons", "-0.1"),
+    "eps above 1": ({"attack": {"epsilons": [0, 1.5]}}, "attack.epsilons", "1.5"),
+    "val size exceeds cifar10": ({"data": {"train_size": 45000, "val_size": 10000}},
+                                 "data.train_size + data.val_size", "55000"),
+    "val size exceeds fashion_mnist": (
+        {"data": {"dataset": "fashion_mnist", "train_size": 1000, "val_size": 60000}},
+        "data.train_size + data.val_size", "61000"),
+    "val size exceeds synthetic": (
+        {"data": {"dataset": "synthetic", "synthetic_train": 100, "train_size": 10,
+                  "val_size": 100}}, "data.train_size + data.val_size", "110"),
+    "val size zero": ({"data": {"val_size": 0}}, "data.val_size", "0"),
+    "unknown model": ({"train": {"model": "resnet50"}}, "train.model", "'resnet50'"),
+    "unknown dataset": ({"data": {"dataset": "mnist"}}, "data.dataset", "'mnist'"),
+    "unknown device": ({"base": {"device": "tpu"}}, "base.device", "'tpu'"),
+    "malformed cuda device": ({"base": {"device": "cuda:x"}}, "base.device", "'cuda:x'"),
+    "device not a string": ({"base": {"device": 0}}, "base.device", "0"),
+    "seed negative": ({"base": {"seed": -1}}, "base.seed", "-1"),
+    "source not a string": ({"data": {"source": 5}}, "data.source", "5"),
+    "verify not a boolean": ({"data": {"verify": "yes"}}, "data.verify", "'yes'"),
+}
+
+
+@pytest.mark.parametrize("overrides, key, shown", BAD.values(), ids=BAD.keys())
+def test_bad_value_names_key_value_and_what_is_allowed(overrides, key, shown):
+    with pytest.raises(ParamsError) as caught:
+        parse_params(overrides)
+    message = str(caught.value)
+    assert key in message and shown in message
+    assert "expected" in message or "known keys" in message
+
+
+def test_the_repository_params_are_valid_and_the_defaults():
+    assert load_params(ROOT / "params.yaml") == Params()
+
+
+def test_yaml_1_1_exponent_strings_are_read_as_numbers():
+    text = "train:\n  lr: 1e-3\nattack:\n  epsilons: [0, 5e-2]\n"
+    assert yaml.safe_load(text)["train"]["lr"] == "1e-3"  # what YAML 1.1 makes of it
+    params = parse_params(yaml.safe_load(text))
+    assert params.train.lr == 0.001 and params.attack.epsilons == (0.0, 0.05)
+
+
+def test_other_data_sizes_are_checked_by_the_split_not_here():
+    """With verify off the official set's size comes from the files (see test_data)."""
+    assert parse_params({"data": {"train_size": 45000, "val_size": 10000, "verify": False}})
+
+
+def test_missing_or_malformed_file_is_a_params_error(tmp_path):
+    with pytest.raises(ParamsError, match="does not exist"):
+        load_params(tmp_path / "params.yaml")
+    (tmp_path / "params.yaml").write_text("train: [unclosed\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(tmp_path / "params.yaml")
+
+
+STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_stage_with_bad_params_exits_fast_and_touches_no_output(tmp_path, stage):
+    """Each stage's dvc.yaml command, run on a params.yaml with one bad value: it fails within
+    seconds, names the key, and leaves a pre-existing output byte for byte as it was."""
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"train": {"lr": -0.5}}))
+    outputs = []
+    for entry in [*STAGES[stage].get("outs", []), *STAGES[stage].get("metrics", [])]:
+        path = tmp_path / (next(iter(entry)) if isinstance(entry, dict) else entry)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.suffix:  # a folder output
+            path.mkdir()
+            path = path / "kept"
+        path.write_text("the previous run's output")
+        outputs.append(path)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+
+    python, script, *args = shlex.split(STAGES[stage]["cmd"])
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, str(ROOT / script), *args], cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=120)
+    seconds = time.monotonic() - start
+
+    assert done.returncode == 1, done.stderr
+    assert f"{stage}: error: params: train.lr = -0.5 is not allowed" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert seconds < 30  # importing torch is most of it
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    assert all(p.read_text() == "the previous run's output" for p in outputs)

@@ -1,0 +1,281 @@
+"""Resumable training: the real train stage killed (SIGINT, SIGTERM, SIGKILL) and rerun ends with
+the same metrics and weights as an uninterrupted run; outputs are never left half-written."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from advlab.checkpoint import TRAIN_PARAMS, fit_resumable, restore, run_inputs
+from advlab.data import ImageSet
+from advlab.datasets import md5
+from advlab.io import load_torch
+from advlab.models import build_model, load_model
+from advlab.params import Params, Train
+from advlab.train import make_optimizer, model_config
+
+ROOT = Path(__file__).resolve().parents[1]
+DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+TRAIN = DVC["stages"]["train"]
+CHECKPOINT = "checkpoints/train.pt"
+EPOCHS = 4
+PARAMS = {"base": {"seed": 1, "device": "cpu"},
+          "train": {"epochs": EPOCHS, "batch_size": 16},
+          "evaluate": {"batch_size": 64}}
+
+
+def tiny_sets(n_train: int = 1024, n_val: int = 64) -> tuple[ImageSet, ImageSet]:
+    """Random 3x8x8 images: the test is about resuming, not learning, so small is enough."""
+    g = torch.Generator().manual_seed(0)
+    n = n_train + n_val
+    images = torch.randint(0, 256, (n, 3, 8, 8), generator=g, dtype=torch.uint8)
+    full = ImageSet(images, torch.arange(n) % 10, tuple("abcdefghij"))
+    return full.subset(torch.arange(n_train)), full.subset(torch.arange(n_train, n))
+
+
+def workdir(path: Path, **train: object) -> Path:
+    """A folder laid out like the repository for the train stage: splits and params.yaml."""
+    path.mkdir(parents=True, exist_ok=True)
+    train_set, val_set = tiny_sets()
+    train_set.save(path / "data/splits/train.pt")
+    val_set.save(path / "data/splits/val.pt")
+    params = {**PARAMS, "train": {**PARAMS["train"], **train}}
+    (path / "params.yaml").write_text(yaml.safe_dump(params))
+    return path
+
+
+def start(work: Path) -> subprocess.Popen:
+    """The train stage's command line from dvc.yaml, run in `work`."""
+    python, script, *args = shlex.split(TRAIN["cmd"])
+    assert python == "python"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, str(ROOT / script), *args], cwd=work, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def run(work: Path) -> subprocess.CompletedProcess:
+    proc = start(work)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, f"train failed:\n{out}\n{err}"
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, f"train ended before {path} appeared: {proc.communicate()}"
+        assert time.monotonic() < deadline, f"{path} did not appear in {timeout} s"
+        time.sleep(0.01)
+
+
+def results(work: Path) -> dict:
+    model = load_model(work / "models/model.pt")
+    return {"train.json": (work / "metrics/train.json").read_text(),
+            "train.csv": (work / "metrics/train.csv").read_text(),
+            "weights": model.state_dict(), "model.pt md5": md5(work / "models/model.pt")}
+
+
+def assert_same(got: dict, want: dict) -> None:
+    assert got["train.json"] == want["train.json"]
+    assert got["train.csv"] == want["train.csv"]
+    assert got["model.pt md5"] == want["model.pt md5"]  # what dvc.lock records
+    assert got["weights"].keys() == want["weights"].keys()
+    for name, tensor in want["weights"].items():
+        assert torch.equal(got["weights"][name], tensor), name
+
+
+def declared_outputs() -> list[str]:
+    paths = []
+    for kind in ("outs", "metrics", "plots"):
+        for entry in TRAIN.get(kind, []):
+            paths.append(next(iter(entry)) if isinstance(entry, dict) else entry)
+    return paths
+
+
+def checkpoint_epochs(work: Path) -> int:
+    return len(load_torch(work / CHECKPOINT)["history"])
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> dict:
+    """An uninterrupted run; it writes nothing but the train stage's declared outputs."""
+    work = workdir(tmp_path_factory.mktemp("reference"))
+    before = {p for p in work.rglob("*") if p.is_file()}
+    run(work)
+    written = {p for p in work.rglob("*") if p.is_file()} - before
+    declared = [work / p for p in declared_outputs()]
+    assert all(p.exists() for p in declared)
+    outside = [p for p in written if not any(p == d or d in p.parents for d in declared)]
+    assert not outside, f"written but not declared in dvc.yaml: {outside}"
+    assert checkpoint_epochs(work) == EPOCHS
+    return results(work)
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143),
+                                       (signal.SIGKILL, -signal.SIGKILL)],
+                         ids=["SIGINT", "SIGTERM", "SIGKILL"])
+def test_killed_mid_epoch_then_rerun_equals_uninterrupted_run(tmp_path, reference, sig, code):
+    work = workdir(tmp_path)
+    proc = start(work)
+    wait_for(work / CHECKPOINT, proc)  # epoch 1 is done
+    time.sleep(0.1)  # into epoch 2 (64 steps)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    done = checkpoint_epochs(work)
+    assert 1 <= done < EPOCHS, err
+    assert not (work / "models/model.pt").exists()
+    if sig != signal.SIGKILL:
+        assert "Traceback" not in err, err
+        assert (f"train: interrupted; epochs 1..{done} are saved in {CHECKPOINT}; rerun "
+                f"`dvc repro` to resume from epoch {done + 1}") in err, err
+
+    rerun = run(work)
+    assert f"resuming from {CHECKPOINT}: epochs 1..{done} done" in rerun.stdout
+    assert_same(results(work), reference)
+
+
+def test_killed_at_random_moments_leaves_outputs_absent_or_whole(tmp_path, reference):
+    work = workdir(tmp_path)
+    outputs = [work / p for p in declared_outputs()]
+    rng = random.Random(6)
+    for _ in range(3):
+        proc = start(work)
+        time.sleep(rng.uniform(0, 8))
+        proc.kill()
+        proc.communicate(timeout=60)
+        for path in outputs:  # each is absent, or complete and readable
+            if path.suffix == ".pt" and path.exists():
+                load_torch(path)
+            elif path.suffix == ".json" and path.exists():
+                json.loads(path.read_text())
+        leftovers = [p for p in work.rglob("*.tmp")]
+        assert all(p.name.startswith(".") for p in leftovers)  # hidden, and in .dvcignore
+    run(work)
+    assert_same(results(work), reference)
+    assert not list(work.rglob("*.tmp"))  # the next write of each file removed its leftover
+
+
+def test_checkpoint_from_other_params_is_not_resumed(tmp_path):
+    work = workdir(tmp_path)
+    proc = start(work)
+    wait_for(work / CHECKPOINT, proc)
+    proc.kill()
+    proc.communicate(timeout=60)
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["train"].update(lr=0.002, epochs=1)
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+
+    out = run(work).stdout
+    assert "is from different params, data or code (train.epochs, train.lr changed); " \
+           "starting fresh" in out
+    assert "resuming" not in out
+    assert load_torch(work / CHECKPOINT)["inputs"]["train.lr"] == 0.002
+
+
+def test_finished_checkpoint_is_reused_with_identical_outputs(tmp_path):
+    work = workdir(tmp_path, epochs=1)
+    run(work)
+    first = results(work)
+    (work / "models/model.pt").unlink()
+    out = run(work).stdout
+    assert "already holds all 1 epochs of this run; reusing it" in out
+    assert_same(results(work), first)
+
+
+# --- the library, in process ------------------------------------------------------------------
+
+def fit_tiny(path: Path, epochs: int = 3, stop_after: int | None = None, seen: list | None = None):
+    """A tiny model fitted with checkpoints at `path`; stop_after=k raises Ctrl-C after epoch k."""
+    train_set, val_set = tiny_sets(96, 32)
+    cfg = Train(epochs=epochs, batch_size=16)
+    torch.manual_seed(0)
+    model = build_model(model_config("lab_cnn", train_set))
+    optimizer = make_optimizer(model, cfg)
+    inputs = run_inputs(Params(train=cfg), [], torch.device("cpu"))
+
+    def on_epoch(result):
+        if seen is not None:
+            seen.append(result.epoch)
+        if result.epoch == stop_after:
+            raise KeyboardInterrupt
+
+    history = fit_resumable(path, inputs, model, optimizer, train_set, val_set, cfg, 0, 64,
+                            on_epoch=on_epoch, log=lambda line: None)
+    return model, history
+
+
+def test_resumed_fit_equals_uninterrupted_fit(tmp_path):
+    model, history = fit_tiny(tmp_path / "a.pt")
+    with pytest.raises(KeyboardInterrupt, match="resume from epoch 2"):
+        fit_tiny(tmp_path / "b.pt", stop_after=1)
+    seen: list[int] = []
+    resumed, resumed_history = fit_tiny(tmp_path / "b.pt", seen=seen)
+    assert seen == [1, 2, 3]  # the restored epoch is replayed to on_epoch, then 2 and 3 run
+    assert [(r.epoch, r.loss, r.val_acc) for r in resumed_history] == [
+        (r.epoch, r.loss, r.val_acc) for r in history]
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(resumed.state_dict()[name], tensor), name
+
+
+def test_unreadable_checkpoint_means_a_fresh_start(tmp_path):
+    path = tmp_path / "train.pt"
+    path.write_bytes(b"not a checkpoint")
+    lines: list[str] = []
+    model = torch.nn.Linear(2, 2)
+    history = restore(path, {}, model, make_optimizer(model, Train()), log=lines.append)
+    assert history == [] and "starting fresh" in lines[0]
+
+
+def test_fingerprint_covers_the_params_dvc_gives_the_train_stage():
+    assert tuple(TRAIN["params"]) == TRAIN_PARAMS
+    assert f"--checkpoint {CHECKPOINT}" in TRAIN["cmd"]
+    out = next(o for o in TRAIN["outs"] if isinstance(o, dict) and CHECKPOINT in o)[CHECKPOINT]
+    assert out["persist"] is True  # dvc repro must not delete it before the rerun
+
+
+# --- through dvc ------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_dvc_repro_after_kill_resumes_and_matches_a_fresh_run(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from test_pipeline_dvc import TINY, copy_repo, dvc
+
+    from advlab.profile import deep_merge
+
+    repo = copy_repo(tmp_path / "repo")
+    params = deep_merge(yaml.safe_load((repo / "params.yaml").read_text()), TINY)
+    params["train"]["epochs"] = 2
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {**os.environ, "PYTHONPATH": str(repo),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "train"], cwd=repo, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    wait_for(repo / CHECKPOINT, proc, timeout=240)
+    os.killpg(proc.pid, signal.SIGKILL)  # dvc and the train stage under it
+    proc.wait()
+
+    out = dvc(repo, "repro", "train")
+    assert "Running stage 'train'" in out
+    assert f"resuming from {CHECKPOINT}: epochs 1..1 done" in out
+    assert "up to date" in dvc(repo, "status", "train")
+    resumed = (repo / "metrics/train.json").read_text(), md5(repo / "models/model.pt")
+    events = EventAccumulator(str(repo / "runs/train")).Reload()  # dvc emptied it before
+    assert [e.step for e in events.Scalars("accuracy/validation")] == [13, 26]  # 400 / 32
+
+    (repo / CHECKPOINT).unlink()
+    out = dvc(repo, "repro", "-f", "train")
+    assert "resuming" not in out
+    assert ((repo / "metrics/train.json").read_text(), md5(repo / "models/model.pt")) == resumed
