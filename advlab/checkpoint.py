@@ -21,6 +21,7 @@ from torch import nn
 import advlab
 from advlab.data import ImageSet
 from advlab.datasets import md5
+from advlab.distributed import SINGLE, Ranks
 from advlab.io import load_torch, save_torch
 from advlab.params import Params, Train
 from advlab.train import EpochResult, fit
@@ -92,10 +93,12 @@ def fit_resumable(path: Path, inputs: dict[str, object], model: nn.Module,
                   optimizer: torch.optim.Optimizer, train_set: ImageSet, val_set: ImageSet,
                   cfg: Train, seed: int, eval_batch_size: int,
                   on_epoch: Callable[[EpochResult], None] | None = None,
-                  log: Callable[[str], None] = print, **fit_kwargs: object) -> list[EpochResult]:
+                  log: Callable[[str], None] = print,
+                  ranks: Ranks = SINGLE) -> list[EpochResult]:
     """train.fit, checkpointed to `path` after every epoch and resumed from it when it matches
     `inputs`. Returns every epoch's result; on_epoch sees every epoch too, restored ones first
-    (so a logger whose output was deleted before the rerun still gets the whole run)."""
+    (so a logger whose output was deleted before the rerun still gets the whole run).
+    Under DDP every rank restores the checkpoint and rank 0 alone writes it."""
     history = restore(path, inputs, model, optimizer, log)
     for result in history:
         if on_epoch is not None:
@@ -109,7 +112,8 @@ def fit_resumable(path: Path, inputs: dict[str, object], model: nn.Module,
         log(f"train: resuming from {path}: epochs 1..{done} done, continuing at {done + 1}")
 
     def checkpoint(result: EpochResult) -> None:
-        save_checkpoint(path, inputs, model, optimizer, [*history, result])
+        if ranks.is_main:
+            save_checkpoint(path, inputs, model, optimizer, [*history, result])
         history.append(result)  # only now is the epoch saved
         if on_epoch is not None:
             on_epoch(result)
@@ -117,7 +121,7 @@ def fit_resumable(path: Path, inputs: dict[str, object], model: nn.Module,
     start = time.perf_counter()
     try:
         fit(model, optimizer, train_set, val_set, cfg, seed, eval_batch_size,
-            start_epoch=done + 1, on_epoch=checkpoint, **fit_kwargs)
+            start_epoch=done + 1, on_epoch=checkpoint, ranks=ranks)
     except KeyboardInterrupt as err:
         if len(history):
             raise type(err)(f"epochs 1..{len(history)} are saved in {path}; rerun `dvc repro` "

@@ -76,8 +76,12 @@ class Train:
     lr: float = 1e-3
     weight_decay: float = 0.0
     augment: bool = False
+    gpus: int = 1
 
     def validate(self, prefix: str) -> None:
+        _check(self.gpus >= 1, f"{prefix}.gpus", self.gpus, "an integer >= 1")
+        _check(self.batch_size >= self.gpus, f"{prefix}.batch_size", self.batch_size,
+               f"an integer >= {prefix}.gpus ({self.gpus}): each process takes a slice of a batch")
         _check(self.model in MODELS, f"{prefix}.model", self.model, " | ".join(MODELS))
         _check(self.epochs > 0, f"{prefix}.epochs", self.epochs, "an integer > 0")
         _check(self.batch_size > 0, f"{prefix}.batch_size", self.batch_size, "an integer > 0")

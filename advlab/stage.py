@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
@@ -42,7 +43,8 @@ def run_stage(name: str, main: Callable[[argparse.Namespace], None],
     except EXPECTED_ERRORS as err:
         print(f"{name}: error: {err}", file=sys.stderr)
         sys.exit(1)
-    print(f"{name}: done in {time.perf_counter() - start:.1f} s")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
+        print(f"{name}: done in {time.perf_counter() - start:.1f} s")
 
 
 def path_arg(parser: argparse.ArgumentParser, flag: str, help: str) -> None:

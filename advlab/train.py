@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from advlab.data import ImageSet, batches, to_float
 from advlab.device import autocast
+from advlab.distributed import SINGLE, Ranks, mean_across_ranks, unwrap
 from advlab.evaluate import accuracy
 from advlab.models import ModelConfig
 from advlab.params import Train
@@ -62,21 +63,30 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: ImageSet,
-                cfg: Train, seed: int, bar: tqdm) -> torch.Tensor:
-    """One pass over `data` (on the model's device); returns the per-step losses (on device)."""
+                cfg: Train, seed: int, bar: tqdm, ranks: Ranks = SINGLE) -> torch.Tensor:
+    """One pass over `data` (on the model's device); returns this rank's per-step losses.
+
+    With several ranks each takes its slice of every global batch of cfg.batch_size images,
+    and its loss is weighted by its share of the batch, so DDP's gradient average is the
+    gradient of the whole batch's mean loss. A last batch smaller than the world is dropped.
+    """
     device = data.images.device
     torch.manual_seed(seed)  # dropout and augmentation
     order = torch.Generator().manual_seed(seed)
     model.train()
     losses = []
     for step, index in enumerate(batches(len(data), cfg.batch_size, order, device=device), 1):
-        x = to_float(data.images[index])
+        local = index[ranks.rank :: ranks.world] if ranks.world > 1 else index
+        if len(local) == 0:
+            break
+        x = to_float(data.images[local])
         if cfg.augment:
             x = augment(x)
         with autocast(device):
-            loss = F.cross_entropy(model(x), data.labels[index])
+            loss = F.cross_entropy(model(x), data.labels[local])
+        weighted = loss * (len(local) * ranks.world / len(index)) if ranks.world > 1 else loss
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        weighted.backward()
         optimizer.step()
         losses.append(loss.detach())
         if step % PROGRESS_EVERY == 0:
@@ -88,15 +98,21 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: ImageS
 
 def fit(model: nn.Module, optimizer: torch.optim.Optimizer, train_set: ImageSet,
         val_set: ImageSet, cfg: Train, seed: int, eval_batch_size: int, start_epoch: int = 1,
-        on_epoch: Callable[[EpochResult], None] | None = None) -> list[EpochResult]:
-    """Trains epochs start_epoch..cfg.epochs; calls on_epoch after each (to log, checkpoint)."""
+        on_epoch: Callable[[EpochResult], None] | None = None,
+        ranks: Ranks = SINGLE) -> list[EpochResult]:
+    """Trains epochs start_epoch..cfg.epochs; calls on_epoch after each (to log, checkpoint).
+
+    Under DDP every rank runs this; the step losses are averaged across ranks at epoch end.
+    """
     results = []
     steps = -(-len(train_set) // cfg.batch_size)
     for epoch in range(start_epoch, cfg.epochs + 1):
         with tqdm(total=steps, desc=f"epoch {epoch}/{cfg.epochs}", unit="step",
-                  dynamic_ncols=True) as bar:
-            losses = train_epoch(model, optimizer, train_set, cfg, epoch_seed(seed, epoch), bar)
-            val_acc = accuracy(model, val_set, eval_batch_size)
+                  dynamic_ncols=True, disable=not ranks.is_main) as bar:
+            losses = train_epoch(model, optimizer, train_set, cfg, epoch_seed(seed, epoch), bar,
+                                 ranks)
+            losses = mean_across_ranks(losses, ranks)
+            val_acc = accuracy(unwrap(model), val_set, eval_batch_size)
             result = EpochResult(epoch, losses.mean().item(), val_acc.item(), losses.cpu())
             bar.set_postfix(loss=f"{result.loss:.4f}", val_acc=f"{result.val_acc:.4f}")
         results.append(result)

@@ -1,11 +1,18 @@
-"""train stage: fit the model on the train split, validating after every epoch."""
+"""train stage: fit the model on the train split, validating after every epoch.
+
+Checkpointed after every epoch and resumed from it; with train.gpus > 1 it relaunches itself
+under torchrun (DDP), and rank 0 alone prints and writes.
+"""
 
 import argparse
+import subprocess
+import sys
 from functools import partial
 from pathlib import Path
 
 import torch
 
+from advlab import distributed
 from advlab.checkpoint import fit_resumable, run_inputs
 from advlab.data import load_splits, to_float
 from advlab.device import pick_device, prepare_model
@@ -19,22 +26,39 @@ from advlab.train import make_optimizer, model_config
 
 def main(args: argparse.Namespace) -> None:
     params = load_params()
+    if params.train.gpus > 1 and not distributed.launched_by_torchrun():
+        sys.exit(subprocess.call(distributed.torchrun_command(params.train.gpus, sys.argv)))
     device = pick_device(params.base.device)
+    ranks = distributed.SINGLE
+    if distributed.launched_by_torchrun():
+        ranks, device = distributed.join(device)
+    log = print if ranks.is_main else lambda *_: None
     splits = load_splits(args.splits, ("train", "val"))
     train_set, val_set = splits["train"].to(device), splits["val"].to(device)
 
     torch.manual_seed(params.base.seed)
     model = prepare_model(build_model(model_config(params.train.model, splits["train"])), device)
     rows = parameter_table(model)
-    print(f"train: {params.train.model} on {device}, parameters by the lab's Table 1.3:")
-    print(format_parameter_table(rows))
+    log(f"train: {params.train.model} on {device}"
+        + (f" x {ranks.world} ranks" if ranks.world > 1 else "")
+        + ", parameters by the lab's Table 1.3:")
+    log(format_parameter_table(rows))
 
-    writer = open_writer(args.tensorboard)
+    writer = open_writer(args.tensorboard) if ranks.is_main else None
     inputs = run_inputs(params, [args.splits / "train.pt", args.splits / "val.pt",
                                  Path(__file__)], device)
-    history = fit_resumable(args.checkpoint, inputs, model, make_optimizer(model, params.train),
-                            train_set, val_set, params.train, params.base.seed,
-                            params.evaluate.batch_size, on_epoch=partial(log_epoch, writer))
+    trained = distributed.wrap(model, ranks, device)
+    history = fit_resumable(args.checkpoint, inputs, trained,
+                            make_optimizer(trained, params.train), train_set, val_set,
+                            params.train, params.base.seed, params.evaluate.batch_size,
+                            on_epoch=writer and partial(log_epoch, writer), log=log, ranks=ranks)
+    if not distributed.weights_identical_across_ranks(trained, ranks):
+        raise RuntimeError("the ranks' weights differ after training")
+    if ranks.world > 1:
+        log(f"train: weights identical across {ranks.world} ranks")
+    distributed.leave()
+    if not ranks.is_main:
+        return
 
     save_model(args.model, model)
     write_csv(args.metrics / "train.csv", ["epoch", "loss", "val_acc"],
@@ -45,6 +69,7 @@ def main(args: argparse.Namespace) -> None:
         "best_val_acc": round(max(r.val_acc for r in history), 6),
         "model": {"params": sum(count for *_, count in rows)},
     })
+    log(f"train: wrote {args.model}, {args.metrics}/train.json, {args.metrics}/train.csv")
     log_graph(writer, model, to_float(val_set.images[:1]))
     log_hparams(writer, params, {"loss": last.loss, "val_acc": last.val_acc,
                                  "best_val_acc": max(r.val_acc for r in history)})

@@ -1,0 +1,91 @@
+"""Data-parallel training with torchrun: one process per GPU (NCCL) or per CPU share (gloo).
+
+`train.gpus > 1` makes the train stage relaunch itself under torchrun; a stage started by
+torchrun joins the process group. `train.batch_size` stays the global batch: each of the N
+ranks takes its slice of every global batch, and the loss is scaled so that DDP's gradient
+average equals the single-device gradient of the whole batch. Only rank 0 writes anything.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Ranks:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+SINGLE = Ranks()
+
+
+def launched_by_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def torchrun_command(processes: int, argv: list[str]) -> list[str]:
+    """The command that reruns this script under torchrun with `processes` ranks on this host."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+            f"--nproc-per-node={processes}", *argv]
+
+
+def join(device: torch.device) -> tuple[Ranks, torch.device]:
+    """Joins the process group torchrun set up; on CUDA each rank takes its own GPU."""
+    ranks = Ranks(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]),
+                  int(os.environ["LOCAL_RANK"]))
+    if device.type == "cuda":
+        device = torch.device("cuda", ranks.local_rank)
+        torch.cuda.set_device(device)
+    else:  # ranks share the CPU cores instead of each taking all of them
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // ranks.world))
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return ranks, device
+
+
+def wrap(model: nn.Module, ranks: Ranks, device: torch.device) -> nn.Module:
+    """DDP around the model when there are several ranks (SyncBatchNorm where supported)."""
+    if ranks.world == 1:
+        return model
+    if device.type == "cuda":  # SyncBatchNorm runs on GPUs only; on CPU BatchNorm stays per rank
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def mean_across_ranks(values: torch.Tensor, ranks: Ranks) -> torch.Tensor:
+    if ranks.world > 1:
+        values = values.clone()
+        dist.all_reduce(values)
+        values /= ranks.world
+    return values
+
+
+def weights_identical_across_ranks(model: nn.Module, ranks: Ranks) -> bool:
+    """Gathers every rank's flattened parameters and compares them bit for bit."""
+    flat = torch.cat([p.detach().flatten() for p in unwrap(model).parameters()])
+    if ranks.world == 1:
+        return True
+    gathered = [torch.empty_like(flat) for _ in range(ranks.world)]
+    dist.all_gather(gathered, flat)
+    return all(torch.equal(gathered[0], other) for other in gathered[1:])
+
+
+def leave() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
