@@ -215,8 +215,10 @@ def run_stage(monkeypatch: pytest.MonkeyPatch, script: str, *args: str) -> None:
 def train_and_test(monkeypatch: pytest.MonkeyPatch, workdir: Path, lr: float) -> Path:
     write_params(workdir, deep_merge(TINY, {"train": {"lr": lr}}))
     metrics, model = f"metrics-lr{lr}", f"model-lr{lr}.pt"
-    for script in ("train.py", "test.py"):
-        run_stage(monkeypatch, script, "--splits", "splits", "--model", model, "--metrics", metrics)
+    common = ("--splits", "splits", "--model", model, "--metrics", metrics)
+    run_stage(monkeypatch, "train.py", *common, "--tensorboard", f"tb-train-lr{lr}",
+              "--checkpoint", f"checkpoint-lr{lr}.pt")
+    run_stage(monkeypatch, "test.py", *common, "--tensorboard", f"tb-test-lr{lr}")
     return workdir / metrics
 
 
