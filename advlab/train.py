@@ -76,9 +76,9 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: ImageS
     model.train()
     losses = []
     for step, index in enumerate(batches(len(data), cfg.batch_size, order, device=device), 1):
-        local = index[ranks.rank :: ranks.world] if ranks.world > 1 else index
-        if len(local) == 0:
+        if len(index) < ranks.world:  # every rank stops here together: a rank alone would hang
             break
+        local = index[ranks.rank :: ranks.world] if ranks.world > 1 else index
         x = to_float(data.images[local])
         if cfg.augment:
             x = augment(x)

@@ -29,8 +29,9 @@ def test_two_gloo_processes_train_in_step_and_rank_0_writes_once(tmp_path):
     images = synthetic_images(500, seed=4)
     index = torch.arange(500)
     (tmp_path / "splits").mkdir()
-    images.subset(index[:400]).save(tmp_path / "splits" / "train.pt")
-    images.subset(index[400:]).save(tmp_path / "splits" / "val.pt")
+    # 417 = 13 batches of 32 + 1 image: the last global batch is smaller than the world
+    images.subset(index[:417]).save(tmp_path / "splits" / "train.pt")
+    images.subset(index[417:]).save(tmp_path / "splits" / "val.pt")
 
     done = run_train(tmp_path, gpus=2)
     assert done.returncode == 0, done.stderr
