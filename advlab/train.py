@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from advlab.attacks import adversarial_batch
 from advlab.data import ImageSet, batches, to_float
 from advlab.device import autocast
 from advlab.evaluate import accuracy
@@ -73,6 +74,7 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: ImageS
         x = to_float(data.images[index])
         if cfg.augment:
             x = augment(x)
+        x = adversarial_batch(model, x, data.labels[index], cfg)  # x itself for `none`
         with autocast(device):
             loss = F.cross_entropy(model(x), data.labels[index])
         optimizer.zero_grad(set_to_none=True)
