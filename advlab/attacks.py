@@ -239,17 +239,11 @@ def summary(results: Sequence[AttackResult]) -> dict:
     return data
 
 
-def csv_table(results: Sequence[AttackResult]) -> tuple[list[str], list[list[float | int]]]:
-    """attack.csv, wide: one row per eps with `<method>_<metric>` columns, so one DVC plot of
-    several y columns draws a line per method (and `dvc plots diff` one per method and run)."""
-    header = ["epsilon"]
-    columns: list[list[float | int]] = [list(results[0].epsilons)]
-    for result in results:
-        rows = result.rows()
-        for key in ("accuracy", "mean_confidence", "flipped"):
-            header.append(f"{result.method}_{key}")
-            columns.append([row[key] for row in rows])
-    return header, [list(row) for row in zip(*columns, strict=True)]
+def csv_rows(results: Sequence[AttackResult]) -> list[dict[str, str | float | int]]:
+    """attack.csv, long format: one row per method and eps. The plots in dvc.yaml draw a line
+    per method from the `method` column (template .dvc/plots/by_method.json), so the file and
+    the plots stay valid whichever methods ran."""
+    return [{"method": result.method, **row} for result in results for row in result.rows()]
 
 
 def save_metrics(folder: str | Path, results: Sequence[AttackResult] | AttackResult) -> None:
@@ -258,4 +252,5 @@ def save_metrics(folder: str | Path, results: Sequence[AttackResult] | AttackRes
         results = [results]
     folder = Path(folder)
     write_json(folder / "attack.json", summary(results))
-    write_csv(folder / "attack.csv", *csv_table(results))
+    rows = csv_rows(results)
+    write_csv(folder / "attack.csv", list(rows[0]), [list(row.values()) for row in rows])

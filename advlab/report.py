@@ -30,8 +30,8 @@ class RunMetrics:
     test_accuracy: float
     per_class: dict[str, float]  # in class order
     confusion: torch.Tensor  # counts[actual, predicted]
-    attack: list[dict[str, float]]  # per eps: epsilon, <method>_<accuracy|mean_confidence|flipped>
-    methods: tuple[str, ...]  # attack methods, in the order they ran
+    attack: dict[str, list[dict[str, float]]]  # per method, per eps: epsilon, accuracy,
+    #                                              mean_confidence, flipped
     zero_grad_fraction: float
     attacked_images: int
 
@@ -39,10 +39,23 @@ class RunMetrics:
     def classes(self) -> tuple[str, ...]:
         return tuple(self.per_class)
 
+    @property
+    def methods(self) -> tuple[str, ...]:
+        return tuple(self.attack)
+
 
 def read_csv(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
+
+
+def attack_rows(rows: list[dict[str, str]]) -> dict[str, list[dict[str, float]]]:
+    """attack.csv's rows grouped by method, in file order, the numbers as floats."""
+    grouped: dict[str, list[dict[str, float]]] = {}
+    for row in rows:
+        values = {k: float(v) for k, v in row.items() if k != "method"}
+        grouped.setdefault(row["method"], []).append(values)
+    return grouped
 
 
 def read_metrics(folder: str | Path) -> RunMetrics:
@@ -61,9 +74,8 @@ def read_metrics(folder: str | Path) -> RunMetrics:
     return RunMetrics(
         train=[{k: float(v) for k, v in r.items()} for r in read_csv(folder / "train.csv")],
         test_accuracy=test["accuracy"], per_class=test["per_class"], confusion=counts,
-        attack=[{k: float(v) for k, v in r.items()} for r in read_csv(folder / "attack.csv")],
-        methods=tuple(attack["methods"]), zero_grad_fraction=attack["zero_grad_fraction"],
-        attacked_images=attack["images"],
+        attack=attack_rows(read_csv(folder / "attack.csv")),
+        zero_grad_fraction=attack["zero_grad_fraction"], attacked_images=attack["images"],
     )
 
 
@@ -75,8 +87,8 @@ def make_figures(metrics: RunMetrics) -> dict[str, Figure]:
                                                    [r["loss"] for r in train],
                                                    [r["val_acc"] for r in train]),
         "accuracy_vs_epsilon": figures.accuracy_vs_epsilon(
-            [r["epsilon"] for r in metrics.attack],
-            {m: [r[f"{m}_accuracy"] for r in metrics.attack] for m in metrics.methods}),
+            [r["epsilon"] for r in next(iter(metrics.attack.values()))],
+            {m: [r["accuracy"] for r in rows] for m, rows in metrics.attack.items()}),
         "confusion_matrix": figures.confusion(metrics.confusion, metrics.classes),
     }
 
@@ -94,9 +106,10 @@ def _attack_table(metrics: RunMetrics) -> str:
     header = ["ε", *[f"{m} accuracy" for m in methods],
               *[f"{m} mean confidence" for m in methods],
               *[f"{m} flipped (of {metrics.attacked_images:,})" for m in methods]]
-    rows = [(f"{r['epsilon']:g}", *[f"{r[f'{m}_accuracy']:.4f}" for m in metrics.methods],
-             *[f"{r[f'{m}_mean_confidence']:.4f}" for m in metrics.methods],
-             *[int(r[f"{m}_flipped"]) for m in metrics.methods]) for r in metrics.attack]
+    per_eps = zip(*metrics.attack.values(), strict=True)  # every method ran at the same eps
+    rows = [(f"{rs[0]['epsilon']:g}", *[f"{r['accuracy']:.4f}" for r in rs],
+             *[f"{r['mean_confidence']:.4f}" for r in rs], *[int(r["flipped"]) for r in rs])
+            for rs in per_eps]
     return _table(header, rows)
 
 
@@ -117,7 +130,7 @@ def render_html(params: Params, parameter_rows: Sequence[tuple[str, str, int]],
     `fgsm_examples`."""
     total = sum(count for *_, count in parameter_rows)
     first = metrics.methods[0]
-    eps0 = next((r[f"{first}_accuracy"] for r in metrics.attack if r["epsilon"] == 0), None)
+    eps0 = next((r["accuracy"] for r in metrics.attack[first] if r["epsilon"] == 0), None)
     param_values = [(f"{section}.{key}", json.dumps(value))  # as YAML writes them
                     for section, values in params.as_dict().items()
                     for key, value in values.items()]
