@@ -1,10 +1,11 @@
 """The lab's figures as matplotlib Figures (Agg, no display): training curves (Figure 1.2),
-accuracy under attack, the first test image perturbed at each eps (Figure 1.4), confusion."""
+accuracy under attack per method, the first test image perturbed at each eps (Figure 1.4),
+confusion."""
 
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,21 +39,26 @@ def training_curves(epochs: Sequence[int], loss: Sequence[float],
     return fig
 
 
-def accuracy_vs_epsilon(epsilons: Sequence[float], accuracy: Sequence[float]) -> Figure:
+def accuracy_vs_epsilon(epsilons: Sequence[float],
+                        accuracy: Mapping[str, Sequence[float]]) -> Figure:
+    """One line per attack method (accuracy by method name), each point labelled."""
     fig = Figure(figsize=(6, 4), dpi=DPI, layout="constrained")
     ax = fig.subplots()
-    ax.plot(epsilons, accuracy, marker="o")
-    for eps, acc in zip(epsilons, accuracy, strict=True):
-        ax.annotate(f"{acc:.3f}", (eps, acc), textcoords="offset points", xytext=(0, 6),
-                    ha="center", fontsize=8)
-    ax.set(title="Accuracy under FGSM (correct clean and perturbed)",
+    for (method, values), offset in zip(accuracy.items(), (6, -12, 6, -12), strict=False):
+        ax.plot(epsilons, values, marker="o", label=method.upper())
+        for eps, acc in zip(epsilons, values, strict=True):
+            ax.annotate(f"{acc:.3f}", (eps, acc), textcoords="offset points",
+                        xytext=(0, offset), ha="center", fontsize=8)
+    ax.set(title="Accuracy under attack (correct clean and perturbed)",
            xlabel="epsilon (pixel units, [0, 1] scale)", ylabel="accuracy", ylim=(0, 1.05))
+    ax.legend()
     ax.grid(alpha=0.3)
     return fig
 
 
 def perturbed_row(images: torch.Tensor, epsilons: Sequence[float], true_label: str,
-                  predicted: Sequence[str], confidence: Sequence[float]) -> Figure:
+                  predicted: Sequence[str], confidence: Sequence[float],
+                  method: str = "fgsm") -> Figure:
     """One image (E, C, H, W in [0, 1]) per eps, titled with prediction and confidence."""
     fig = Figure(figsize=(1.9 * len(epsilons), 2.6), dpi=DPI, layout="constrained")
     axes = fig.subplots(1, len(epsilons), squeeze=False)[0]
@@ -67,7 +73,8 @@ def perturbed_row(images: torch.Tensor, epsilons: Sequence[float], true_label: s
         ax.set_title(f"ε = {eps:g}\n{pred} ({conf:.2f})", fontsize=9, color=color)
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle(f"First test image under FGSM; true label: {true_label}", fontsize=10)
+    fig.suptitle(f"First test image under {method.upper()}; true label: {true_label}",
+                 fontsize=10)
     return fig
 
 
@@ -76,7 +83,7 @@ def fgsm_examples(result: AttackResult, classes: Sequence[str]) -> Figure:
     return perturbed_row(result.example_images, result.epsilons,
                          classes[int(result.example_label)],
                          [classes[p] for p in result.example_predictions.tolist()],
-                         result.example_confidence.tolist())
+                         result.example_confidence.tolist(), result.method)
 
 
 def confusion(counts: torch.Tensor, classes: Sequence[str]) -> Figure:

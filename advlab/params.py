@@ -14,6 +14,8 @@ import yaml
 DATASETS = ("cifar10", "fashion_mnist", "synthetic")
 MODELS = ("lab_cnn",)
 OFFICIAL_TRAIN_SIZE = {"cifar10": 50_000, "fashion_mnist": 60_000}  # images, verified files
+ADVERSARIAL = ("none", "fgsm_rs", "pgd")  # train.adversarial
+METHODS = ("fgsm", "pgd")  # attack.methods
 
 
 class ParamsError(ValueError):
@@ -77,12 +79,19 @@ class Train:
     weight_decay: float = 0.0
     augment: bool = False
     gpus: int = 1
+    adversarial: str = "none"
+    adv_eps: float = 8 / 255
+    adv_steps: int = 7
 
     def validate(self, prefix: str) -> None:
         _check(self.gpus >= 1, f"{prefix}.gpus", self.gpus, "an integer >= 1")
         _check(self.batch_size >= self.gpus, f"{prefix}.batch_size", self.batch_size,
                f"an integer >= {prefix}.gpus ({self.gpus}): each process takes a slice of a batch")
         _check(self.model in MODELS, f"{prefix}.model", self.model, " | ".join(MODELS))
+        _check(self.adversarial in ADVERSARIAL, f"{prefix}.adversarial", self.adversarial,
+               " | ".join(ADVERSARIAL))
+        _check(0 <= self.adv_eps <= 1, f"{prefix}.adv_eps", self.adv_eps, "a number in [0, 1]")
+        _check(self.adv_steps > 0, f"{prefix}.adv_steps", self.adv_steps, "an integer > 0")
         _check(self.epochs > 0, f"{prefix}.epochs", self.epochs, "an integer > 0")
         _check(self.batch_size > 0, f"{prefix}.batch_size", self.batch_size, "an integer > 0")
         _check(0 < self.lr < math.inf, f"{prefix}.lr", self.lr, "a finite number > 0")
@@ -98,10 +107,29 @@ class Evaluate:
 
 
 @dataclass(frozen=True)
-class Attack:
-    epsilons: tuple[float, ...] = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
+class Pgd:
+    steps: int = 10
+    step_scale: float = 2.5  # step size = step_scale * eps / steps
+    random_start: bool = True
 
     def validate(self, prefix: str) -> None:
+        _check(self.steps > 0, f"{prefix}.steps", self.steps, "an integer > 0")
+        _check(0 < self.step_scale < math.inf, f"{prefix}.step_scale", self.step_scale,
+               "a finite number > 0")
+
+
+@dataclass(frozen=True)
+class Attack:
+    epsilons: tuple[float, ...] = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
+    methods: tuple[str, ...] = ("fgsm",)
+    pgd: Pgd = field(default_factory=Pgd)
+
+    def validate(self, prefix: str) -> None:
+        allowed_methods = f"a non-empty list of distinct methods from {', '.join(METHODS)}"
+        _check(len(self.methods) > 0 and set(self.methods) <= set(METHODS)
+               and len(set(self.methods)) == len(self.methods),
+               f"{prefix}.methods", list(self.methods), allowed_methods)
+        self.pgd.validate(f"{prefix}.pgd")
         allowed = "a non-empty list of numbers in [0, 1]"
         _check(len(self.epsilons) > 0, f"{prefix}.epsilons", list(self.epsilons), allowed)
         for eps in self.epsilons:

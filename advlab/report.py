@@ -30,7 +30,8 @@ class RunMetrics:
     test_accuracy: float
     per_class: dict[str, float]  # in class order
     confusion: torch.Tensor  # counts[actual, predicted]
-    attack: list[dict[str, float]]  # per eps: epsilon, accuracy, mean_confidence, flipped
+    attack: dict[str, list[dict[str, float]]]  # per method, per eps: epsilon, accuracy,
+    #                                              mean_confidence, flipped
     zero_grad_fraction: float
     attacked_images: int
 
@@ -38,10 +39,23 @@ class RunMetrics:
     def classes(self) -> tuple[str, ...]:
         return tuple(self.per_class)
 
+    @property
+    def methods(self) -> tuple[str, ...]:
+        return tuple(self.attack)
+
 
 def read_csv(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
+
+
+def attack_rows(rows: list[dict[str, str]]) -> dict[str, list[dict[str, float]]]:
+    """attack.csv's rows grouped by method, in file order, the numbers as floats."""
+    grouped: dict[str, list[dict[str, float]]] = {}
+    for row in rows:
+        values = {k: float(v) for k, v in row.items() if k != "method"}
+        grouped.setdefault(row["method"], []).append(values)
+    return grouped
 
 
 def read_metrics(folder: str | Path) -> RunMetrics:
@@ -60,7 +74,7 @@ def read_metrics(folder: str | Path) -> RunMetrics:
     return RunMetrics(
         train=[{k: float(v) for k, v in r.items()} for r in read_csv(folder / "train.csv")],
         test_accuracy=test["accuracy"], per_class=test["per_class"], confusion=counts,
-        attack=[{k: float(v) for k, v in r.items()} for r in read_csv(folder / "attack.csv")],
+        attack=attack_rows(read_csv(folder / "attack.csv")),
         zero_grad_fraction=attack["zero_grad_fraction"], attacked_images=attack["images"],
     )
 
@@ -73,7 +87,8 @@ def make_figures(metrics: RunMetrics) -> dict[str, Figure]:
                                                    [r["loss"] for r in train],
                                                    [r["val_acc"] for r in train]),
         "accuracy_vs_epsilon": figures.accuracy_vs_epsilon(
-            [r["epsilon"] for r in metrics.attack], [r["accuracy"] for r in metrics.attack]),
+            [r["epsilon"] for r in next(iter(metrics.attack.values()))],
+            {m: [r["accuracy"] for r in rows] for m, rows in metrics.attack.items()}),
         "confusion_matrix": figures.confusion(metrics.confusion, metrics.classes),
     }
 
@@ -83,6 +98,19 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>"
                    for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _attack_table(metrics: RunMetrics) -> str:
+    """Accuracy of every method first (the columns to compare), then confidence and flips."""
+    methods = [m.upper() for m in metrics.methods]
+    header = ["ε", *[f"{m} accuracy" for m in methods],
+              *[f"{m} mean confidence" for m in methods],
+              *[f"{m} flipped (of {metrics.attacked_images:,})" for m in methods]]
+    per_eps = zip(*metrics.attack.values(), strict=True)  # every method ran at the same eps
+    rows = [(f"{rs[0]['epsilon']:g}", *[f"{r['accuracy']:.4f}" for r in rs],
+             *[f"{r['mean_confidence']:.4f}" for r in rs], *[int(r["flipped"]) for r in rs])
+            for rs in per_eps]
+    return _table(header, rows)
 
 
 def _image(png: bytes, alt: str) -> str:
@@ -101,7 +129,8 @@ def render_html(params: Params, parameter_rows: Sequence[tuple[str, str, int]],
     """The whole report as one HTML string; pngs by figure name (see make_figures), plus
     `fgsm_examples`."""
     total = sum(count for *_, count in parameter_rows)
-    eps0 = next((r["accuracy"] for r in metrics.attack if r["epsilon"] == 0), None)
+    first = metrics.methods[0]
+    eps0 = next((r["accuracy"] for r in metrics.attack[first] if r["epsilon"] == 0), None)
     param_values = [(f"{section}.{key}", json.dumps(value))  # as YAML writes them
                     for section, values in params.as_dict().items()
                     for key, value in values.items()]
@@ -127,19 +156,20 @@ def render_html(params: Params, parameter_rows: Sequence[tuple[str, str, int]],
         _table(["class", "accuracy"],
                [(name, f"{acc:.4f}") for name, acc in metrics.per_class.items()]),
         _image(pngs["confusion_matrix"], "test confusion matrix"),
-        "<h2>FGSM attack (the lab's Problem 5)</h2>",
-        "<p class=note>x' = clamp(x + ε·sign(∇ₓ loss), 0, 1) on pixels in [0, 1] (the model "
-        "normalizes its input itself). An image counts as correct only if it is classified "
+        "<h2>Attacks: FGSM (the lab's Problem 5)"
+        + (" and PGD" if "pgd" in metrics.methods else "") + "</h2>",
+        "<p class=note>FGSM: x' = clamp(x + ε·sign(∇ₓ loss), 0, 1) on pixels in [0, 1] (the "
+        "model normalizes its input itself). PGD: repeated steps of this kind, each projected "
+        "back into the ε-ball around x and clamped to [0, 1], from a random start in the "
+        "ball (attack.pgd in the params). An image counts as correct only if it is classified "
         "correctly both clean and after the attack, so ε = 0 is the test accuracy"
         + (f" ({eps0:.4f})" if eps0 is not None else "") + ". "
         f"{metrics.zero_grad_fraction:.4%} of the input-gradient entries are exactly 0 "
         "(sign 0 leaves a pixel unperturbed; a large share would hint at gradient "
         "masking).</p>",
-        _table(["ε", "accuracy", "mean confidence", f"flipped (of {metrics.attacked_images:,})"],
-               [(f"{r['epsilon']:g}", f"{r['accuracy']:.4f}", f"{r['mean_confidence']:.4f}",
-                 int(r["flipped"])) for r in metrics.attack]),
+        _attack_table(metrics),
         _image(pngs["accuracy_vs_epsilon"], "accuracy under attack against epsilon"),
-        "<h3>The first test image at every ε (the lab's Figure 1.4)</h3>",
+        f"<h3>The first test image at every ε under {first.upper()} (the lab's Figure 1.4)</h3>",
         _image(pngs["fgsm_examples"], "the first test image perturbed at every epsilon"),
         "<h2>Params</h2>",
         _table(["key", "value"], param_values),

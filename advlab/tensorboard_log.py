@@ -2,8 +2,9 @@
 
 runs/train: the model graph, training loss per iteration, validation accuracy per epoch (at
 the iteration that ends it) and the hparams with the final metrics; runs/test: the test
-accuracy, logged once; runs/attack: accuracy, confidence and flips per eps, and the perturbed
-first test image; runs/report: the report's figures. `tensorboard --logdir runs` shows them all.
+accuracy, logged once; runs/attack: per attack method, accuracy, confidence and flips per eps,
+and the perturbed first test image; runs/report: the report's figures. `tensorboard --logdir
+runs` shows them all.
 """
 
 from __future__ import annotations
@@ -91,20 +92,21 @@ def log_test(writer: SummaryWriter, accuracy: float, per_class: Mapping[str, flo
 
 
 def log_attack(writer: SummaryWriter, result: AttackResult, classes: Sequence[str]) -> None:
-    """Per eps, at step round(1000 * eps): accuracy, mean confidence, flips and the first test
-    image perturbed (IMAGES tab, one slider step per eps)."""
+    """Per eps, at step round(1000 * eps), under `<method>/`: accuracy, mean confidence, flips
+    and the first test image perturbed (IMAGES tab, one slider step per eps)."""
+    tag = result.method
     for row, image, pred, conf in zip(result.rows(), result.example_images,
                                       result.example_predictions.tolist(),
                                       result.example_confidence.tolist(), strict=True):
         step = round(EPS_STEP * row["epsilon"])
         for key in ("accuracy", "mean_confidence", "flipped"):
-            writer.add_scalar(f"fgsm/{key}", row[key], step)
-        writer.add_image("fgsm/first_test_image", image, step)
-        writer.add_text("fgsm/first_test_image", f"eps = {row['epsilon']:g}: true "
+            writer.add_scalar(f"{tag}/{key}", row[key], step)
+        writer.add_image(f"{tag}/first_test_image", image, step)
+        writer.add_text(f"{tag}/first_test_image", f"eps = {row['epsilon']:g}: true "
                         f"{classes[int(result.example_label)]}, predicted {classes[pred]} "
                         f"({conf:.3f})", step)
-    writer.add_scalar("fgsm/zero_grad_fraction", result.zero_grad_fraction, 0)
-    writer.add_text("fgsm/about", f"Steps are {EPS_STEP} x eps. An image counts as correct "
+    writer.add_scalar(f"{tag}/zero_grad_fraction", result.zero_grad_fraction, 0)
+    writer.add_text(f"{tag}/about", f"Steps are {EPS_STEP} x eps. An image counts as correct "
                     "only if classified correctly both clean and perturbed.", 0)
 
 

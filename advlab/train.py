@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from advlab.attacks import adversarial_batch
 from advlab.data import ImageSet, batches, to_float
 from advlab.device import autocast
 from advlab.distributed import SINGLE, Ranks, mean_across_ranks, unwrap
@@ -82,6 +83,7 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: ImageS
         x = to_float(data.images[local])
         if cfg.augment:
             x = augment(x)
+        x = adversarial_batch(unwrap(model), x, data.labels[local], cfg)  # x for `none`
         with autocast(device):
             loss = F.cross_entropy(model(x), data.labels[local])
         weighted = loss * (len(local) * ranks.world / len(index)) if ranks.world > 1 else loss

@@ -1,8 +1,9 @@
-"""attack stage: FGSM on the test split at every attack.epsilons (the lab's Problem 5)."""
+"""attack stage: each of attack.methods (FGSM, the lab's Problem 5; PGD) on the test split at
+every attack.epsilons."""
 
 import argparse
 
-from advlab.attacks import fgsm_sweep, save_metrics
+from advlab.attacks import save_metrics, sweep
 from advlab.data import load_splits
 from advlab.device import pick_device, prepare_model
 from advlab.figures import fgsm_examples, save_png
@@ -17,18 +18,21 @@ def main(args: argparse.Namespace) -> None:
     device = pick_device(params.base.device)
     test_set = load_splits(args.splits, ("test",))["test"].to(device)
     model = prepare_model(load_model(args.model, device), device)  # as in test: eps 0 matches
-    result = fgsm_sweep(model, test_set, params.attack.epsilons, params.evaluate.batch_size)
+    results = []
+    for method in params.attack.methods:
+        result = sweep(model, test_set, params.attack.epsilons, params.evaluate.batch_size,
+                       method, params.attack.pgd, params.base.seed)
+        for row in result.rows():
+            print(f"attack: {method:<4} eps {row['epsilon']:<5g} accuracy {row['accuracy']:.4f}"
+                  f"  confidence {row['mean_confidence']:.4f}  flipped {row['flipped']}")
+        results.append(result)
+    print(f"attack: {results[0].zero_grad_fraction:.2%} of input-gradient entries are exactly 0")
+    save_metrics(args.metrics, results)
 
-    rows = result.rows()
-    for row in rows:
-        print(f"attack: eps {row['epsilon']:<5g} accuracy {row['accuracy']:.4f}  "
-              f"confidence {row['mean_confidence']:.4f}  flipped {row['flipped']}")
-    print(f"attack: {result.zero_grad_fraction:.2%} of input-gradient entries are exactly 0")
-    save_metrics(args.metrics, result)
-
-    save_png(fgsm_examples(result, test_set.classes), args.examples)
+    save_png(fgsm_examples(results[0], test_set.classes), args.examples)
     with open_writer(args.tensorboard) as writer:
-        log_attack(writer, result, test_set.classes)
+        for result in results:
+            log_attack(writer, result, test_set.classes)
 
 
 if __name__ == "__main__":
@@ -36,6 +40,7 @@ if __name__ == "__main__":
     path_arg(parser, "--splits", "the folder with test.pt")
     path_arg(parser, "--model", "the trained model")
     path_arg(parser, "--metrics", "the folder for attack.json and attack.csv")
-    path_arg(parser, "--examples", "the PNG of the first test image perturbed at each eps")
+    path_arg(parser, "--examples",
+             "the PNG of the first test image perturbed at each eps by the first method")
     path_arg(parser, "--tensorboard", "the TensorBoard run folder of this stage")
     run_stage("attack", main, parser)

@@ -68,6 +68,7 @@ def main(args: argparse.Namespace) -> None:
         "epochs": last.epoch, "loss": round(last.loss, 6), "val_acc": round(last.val_acc, 6),
         "best_val_acc": round(max(r.val_acc for r in history), 6),
         "model": {"params": sum(count for *_, count in rows)},
+        "adversarial": {"mode": params.train.adversarial, "eps": params.train.adv_eps},
     })
     log(f"train: wrote {args.model}, {args.metrics}/train.json, {args.metrics}/train.csv")
     log_graph(writer, model, to_float(val_set.images[:1]))
