@@ -144,11 +144,12 @@ def test_no_tf32_turns_tf32_off_and_restores_it():
 def test_summary_names_every_eps(small):
     model, test_set = small
     result = fgsm_sweep(model, test_set, EPSILONS, batch_size=120)
-    data = summary(result)
-    assert list(data["accuracy"]) == ["eps=0", "eps=0.03", "eps=0.1", "eps=0.3"]
+    data = summary([result])
+    assert data["methods"] == ["fgsm"]
+    assert list(data["fgsm"]["accuracy"]) == ["eps=0", "eps=0.03", "eps=0.1", "eps=0.3"]
     assert data["images"] == len(test_set)
     assert 0 <= data["zero_grad_fraction"] <= 1
-    assert all(0 < c <= 1 for c in data["mean_confidence"].values())
+    assert all(0 < c <= 1 for c in data["fgsm"]["mean_confidence"].values())
 
 
 class Wave(nn.Module):

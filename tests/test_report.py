@@ -70,11 +70,12 @@ def test_report_writes_the_page_and_every_figure(report_dir):
 
 def test_report_lists_every_eps_the_params_and_the_parameter_arithmetic(run, report_dir):
     page = (report_dir / "report.html").read_text()
-    attack_rows = re.findall(r"<tr><td>([0-9.]+)</td><td>([0-9.]+)</td>", page.split("FGSM")[1])
+    attack_section = page.split("<h2>Attacks")[1]
+    attack_rows = re.findall(r"<tr><td>([0-9.]+)</td><td>([0-9.]+)</td>", attack_section)
     assert [float(eps) for eps, _ in attack_rows[:len(EPSILONS)]] == list(EPSILONS)
     metrics = read_metrics(run / "metrics")
     reported = [float(acc) for _, acc in attack_rows[:len(EPSILONS)]]
-    assert reported == pytest.approx([r["accuracy"] for r in metrics.attack], abs=5e-5)
+    assert reported == pytest.approx([r["accuracy"] for r in metrics.attack["fgsm"]], abs=5e-5)
     assert reported[0] == pytest.approx(metrics.test_accuracy, abs=5e-5)
     rows = parameter_table(build_model(ModelConfig("lab_cnn", 3, 16, 10, (0,) * 3, (1,) * 3)))
     for name, formula, count in rows:

@@ -84,7 +84,7 @@ def test_test_attack_and_report_runs_have_scalars_and_images(tmp_path, small_set
     with open_writer(tmp_path / "attack") as writer:
         log_attack(writer, result, test_set.classes)
     with open_writer(tmp_path / "report") as writer:
-        log_figures(writer, {"accuracy": accuracy_vs_epsilon([0, 0.1], [0.5, 0.2])})
+        log_figures(writer, {"accuracy": accuracy_vs_epsilon([0, 0.1], {"fgsm": [0.5, 0.2]})})
 
     assert read(tmp_path / "test").Scalars("accuracy/test")[0].value == 0.5
     attack = read(tmp_path / "attack")
