@@ -50,7 +50,8 @@ def accuracy_vs_epsilon(epsilons: Sequence[float],
             ax.annotate(f"{acc:.3f}", (eps, acc), textcoords="offset points",
                         xytext=(0, offset), ha="center", fontsize=8)
     ax.set(title="Accuracy under attack (correct clean and perturbed)",
-           xlabel="epsilon (pixel units, [0, 1] scale)", ylabel="accuracy", ylim=(0, 1.05))
+           xlabel="epsilon (pixel units, [0, 1] scale)", ylabel="accuracy",
+           ylim=(-0.05, 1.05))  # room for the labels under points at 0
     ax.legend()
     ax.grid(alpha=0.3)
     return fig

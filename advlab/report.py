@@ -100,6 +100,14 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _training_mode(params: Params) -> str:
+    train = params.train
+    if train.adversarial == "none":
+        return "standard training"
+    steps = f", {train.adv_steps} steps" if train.adversarial == "pgd" else ""
+    return f"adversarial training ({train.adversarial}, ε = {train.adv_eps:g}{steps})"
+
+
 def _attack_table(metrics: RunMetrics) -> str:
     """Accuracy of every method first (the columns to compare), then confidence and flips."""
     methods = [m.upper() for m in metrics.methods]
@@ -138,7 +146,7 @@ def render_html(params: Params, parameter_rows: Sequence[tuple[str, str, int]],
         f"<h1>advlab report: {html.escape(params.train.model)} on "
         f"{html.escape(params.data.dataset)}</h1>",
         f"<p>Test accuracy <b>{metrics.test_accuracy:.4f}</b>; {total:,} parameters; "
-        f"{len(metrics.train)} epochs.</p>",
+        f"{len(metrics.train)} epochs; {_training_mode(params)}.</p>",
         "<h2>Training (the lab's Figure 1.2)</h2>",
         "<p class=note>Validation accuracy after every epoch; the test set is used once, "
         "below.</p>",

@@ -3,8 +3,15 @@ the eps-ball; the training attacks keep the model untouched; a library cross-che
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
+import yaml
 
 from advlab.attacks import (
     adversarial_batch,
@@ -17,6 +24,8 @@ from advlab.attacks import (
     uniform_start,
 )
 from advlab.data import ImageSet, to_float
+from advlab.datasets import synthetic_images
+from advlab.models import ModelConfig, build_model
 from advlab.params import ParamsError, Pgd, Train, parse_params
 from advlab.report import attack_rows, read_csv
 
@@ -174,3 +183,33 @@ def test_fgsm_and_pgd_predict_as_torchattacks_does(small):
             with torch.no_grad():
                 assert torch.equal(model(ours[method]).argmax(1),
                                    model(theirs[method]).argmax(1)), f"{method} eps {eps}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("methods", [("fgsm",), ("fgsm", "pgd")])
+def test_dvc_plots_draw_a_line_per_method_whichever_methods_ran(tmp_path, methods):
+    """dvc.yaml's attack plots (template .dvc/plots/by_method.json) on the attack.csv the
+    stage writes: no plot errors, and every method's rows reach the chart."""
+    root = Path(__file__).resolve().parents[1]
+    big = synthetic_images(20, seed=3)
+    test_set = ImageSet(big.images[:, :, ::2, ::2].contiguous(), big.labels, big.classes)
+    torch.manual_seed(0)
+    model = build_model(ModelConfig("lab_cnn", 3, 16, 10, (0.3,) * 3, (0.2,) * 3)).eval()
+    save_metrics(tmp_path / "metrics",
+                 [sweep(model, test_set, EPSILONS, 20, m, Pgd(steps=1)) for m in methods])
+    plots = [p for p in yaml.safe_load((root / "dvc.yaml").read_text())["plots"]
+             if isinstance(p, dict) and "metrics/attack.csv" in json.dumps(p)]
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"plots": plots}))
+    run = [sys.executable, "-m", "dvc"]
+    subprocess.run([*run, "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
+    (tmp_path / ".dvc" / "plots").mkdir(exist_ok=True)
+    shutil.copy(root / ".dvc" / "plots" / "by_method.json", tmp_path / ".dvc" / "plots")
+    shown = json.loads(subprocess.run([*run, "plots", "show", "--json"], cwd=tmp_path,
+                                      check=True, capture_output=True, text=True).stdout)
+    assert not shown.get("errors")
+    assert len(shown["data"]) == len(plots) == 2
+    for charts in shown["data"].values():
+        (chart,) = charts
+        rows = chart["content"]["data"]["values"]
+        assert [r["method"] for r in rows] == [m for m in methods for _ in EPSILONS]
+        assert chart["content"]["encoding"]["strokeDash"]["field"] == "method"
