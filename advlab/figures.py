@@ -5,6 +5,7 @@ confusion."""
 from __future__ import annotations
 
 import io
+import itertools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,6 +14,7 @@ import matplotlib
 import torch
 from matplotlib.figure import Figure
 
+from advlab.attacks.registry import title
 from advlab.io import atomic_path
 
 if TYPE_CHECKING:
@@ -44,8 +46,9 @@ def accuracy_vs_epsilon(epsilons: Sequence[float],
     """One line per attack method (accuracy by method name), each point labelled."""
     fig = Figure(figsize=(6, 4), dpi=DPI, layout="constrained")
     ax = fig.subplots()
-    for (method, values), offset in zip(accuracy.items(), (6, -12, 6, -12), strict=False):
-        ax.plot(epsilons, values, marker="o", label=method.upper())
+    for (method, values), offset in zip(accuracy.items(), itertools.cycle((6, -12)),
+                                        strict=False):
+        ax.plot(epsilons, values, marker="o", label=title(method))
         for eps, acc in zip(epsilons, values, strict=True):
             ax.annotate(f"{acc:.3f}", (eps, acc), textcoords="offset points",
                         xytext=(0, offset), ha="center", fontsize=8)
@@ -59,7 +62,7 @@ def accuracy_vs_epsilon(epsilons: Sequence[float],
 
 def perturbed_row(images: torch.Tensor, epsilons: Sequence[float], true_label: str,
                   predicted: Sequence[str], confidence: Sequence[float],
-                  method: str = "fgsm") -> Figure:
+                  method: str = "FGSM") -> Figure:
     """One image (E, C, H, W in [0, 1]) per eps, titled with prediction and confidence."""
     fig = Figure(figsize=(1.9 * len(epsilons), 2.6), dpi=DPI, layout="constrained")
     axes = fig.subplots(1, len(epsilons), squeeze=False)[0]
@@ -74,17 +77,17 @@ def perturbed_row(images: torch.Tensor, epsilons: Sequence[float], true_label: s
         ax.set_title(f"ε = {eps:g}\n{pred} ({conf:.2f})", fontsize=9, color=color)
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle(f"First test image under {method.upper()}; true label: {true_label}",
+    fig.suptitle(f"First test image under {method}; true label: {true_label}",
                  fontsize=10)
     return fig
 
 
-def fgsm_examples(result: AttackResult, classes: Sequence[str]) -> Figure:
-    """perturbed_row for the first test image of an attack result."""
+def attack_examples(result: AttackResult, classes: Sequence[str]) -> Figure:
+    """perturbed_row for the first test image of an attack result, titled with its method."""
     return perturbed_row(result.example_images, result.epsilons,
                          classes[int(result.example_label)],
                          [classes[p] for p in result.example_predictions.tolist()],
-                         result.example_confidence.tolist(), result.method)
+                         result.example_confidence.tolist(), title(result.method))
 
 
 def confusion(counts: torch.Tensor, classes: Sequence[str]) -> Figure:

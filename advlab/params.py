@@ -15,7 +15,6 @@ DATASETS = ("cifar10", "fashion_mnist", "synthetic")
 MODELS = ("lab_cnn",)
 OFFICIAL_TRAIN_SIZE = {"cifar10": 50_000, "fashion_mnist": 60_000}  # images, verified files
 ADVERSARIAL = ("none", "fgsm_rs", "pgd")  # train.adversarial
-METHODS = ("fgsm", "pgd")  # attack.methods
 
 
 class ParamsError(ValueError):
@@ -119,17 +118,59 @@ class Pgd:
 
 
 @dataclass(frozen=True)
+class Apgd:
+    steps: int = 100
+    restarts: int = 1
+
+    def validate(self, prefix: str) -> None:
+        _check(self.steps > 0, f"{prefix}.steps", self.steps, "an integer > 0")
+        _check(self.restarts > 0, f"{prefix}.restarts", self.restarts, "an integer > 0")
+
+
+@dataclass(frozen=True)
+class ApgdT:
+    steps: int = 100
+    targets: int = 9
+
+    def validate(self, prefix: str) -> None:
+        _check(self.steps > 0, f"{prefix}.steps", self.steps, "an integer > 0")
+        _check(self.targets > 0, f"{prefix}.targets", self.targets, "an integer > 0")
+
+
+@dataclass(frozen=True)
+class Square:
+    queries: int = 5000
+    p_init: float = 0.8
+
+    def validate(self, prefix: str) -> None:
+        _check(self.queries > 0, f"{prefix}.queries", self.queries, "an integer > 0")
+        _check(0 < self.p_init <= 1, f"{prefix}.p_init", self.p_init, "a number in (0, 1]")
+
+
+@dataclass(frozen=True)
 class Attack:
     epsilons: tuple[float, ...] = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
     methods: tuple[str, ...] = ("fgsm",)
+    ensemble: tuple[str, ...] = ("apgd_ce", "apgd_t", "square")
+    max_images: int | None = None
     pgd: Pgd = field(default_factory=Pgd)
+    apgd_ce: Apgd = field(default_factory=Apgd)
+    apgd_t: ApgdT = field(default_factory=ApgdT)
+    square: Square = field(default_factory=Square)
 
     def validate(self, prefix: str) -> None:
-        allowed_methods = f"a non-empty list of distinct methods from {', '.join(METHODS)}"
-        _check(len(self.methods) > 0 and set(self.methods) <= set(METHODS)
-               and len(set(self.methods)) == len(self.methods),
-               f"{prefix}.methods", list(self.methods), allowed_methods)
-        self.pgd.validate(f"{prefix}.pgd")
+        from advlab.attacks.registry import ATTACKS  # imports params: import here, not on top
+
+        for key, names, least in (("methods", self.methods, 1), ("ensemble", self.ensemble, 0)):
+            _check(len(names) >= least and set(names) <= set(ATTACKS)
+                   and len(set(names)) == len(names), f"{prefix}.{key}", list(names),
+                   f"a {'non-empty ' if least else ''}list of distinct methods from "
+                   f"{', '.join(ATTACKS)}")
+        _check(self.max_images is None or self.max_images > 0, f"{prefix}.max_images",
+               self.max_images, "null (every test image) or an integer > 0")
+        for attack in ATTACKS.values():
+            if attack.section:
+                getattr(self, attack.section).validate(f"{prefix}.{attack.section}")
         allowed = "a non-empty list of numbers in [0, 1]"
         _check(len(self.epsilons) > 0, f"{prefix}.epsilons", list(self.epsilons), allowed)
         for eps in self.epsilons:

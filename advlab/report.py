@@ -18,6 +18,7 @@ import torch
 from matplotlib.figure import Figure
 
 from advlab import figures
+from advlab.attacks.registry import WORST_CASE, title
 from advlab.evaluate import confusion_matrix
 from advlab.params import Params
 
@@ -34,6 +35,7 @@ class RunMetrics:
     #                                              mean_confidence, flipped
     zero_grad_fraction: float
     attacked_images: int
+    after: dict[str, dict[str, float]]  # worst case: per ensemble attack, per `eps=<value>`
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -76,6 +78,7 @@ def read_metrics(folder: str | Path) -> RunMetrics:
         test_accuracy=test["accuracy"], per_class=test["per_class"], confusion=counts,
         attack=attack_rows(read_csv(folder / "attack.csv")),
         zero_grad_fraction=attack["zero_grad_fraction"], attacked_images=attack["images"],
+        after=attack.get(WORST_CASE, {}).get("after", {}),
     )
 
 
@@ -110,7 +113,7 @@ def _training_mode(params: Params) -> str:
 
 def _attack_table(metrics: RunMetrics) -> str:
     """Accuracy of every method first (the columns to compare), then confidence and flips."""
-    methods = [m.upper() for m in metrics.methods]
+    methods = [title(m) for m in metrics.methods]
     header = ["ε", *[f"{m} accuracy" for m in methods],
               *[f"{m} mean confidence" for m in methods],
               *[f"{m} flipped (of {metrics.attacked_images:,})" for m in methods]]
@@ -119,6 +122,17 @@ def _attack_table(metrics: RunMetrics) -> str:
              *[f"{r['mean_confidence']:.4f}" for r in rs], *[int(r["flipped"]) for r in rs])
             for rs in per_eps]
     return _table(header, rows)
+
+
+def _cascade(metrics: RunMetrics) -> list[str]:
+    """The worst case's accuracy after each attack of the cascade (as AutoAttack prints it)."""
+    if not metrics.after:
+        return []
+    epsilons = list(next(iter(metrics.after.values())))
+    return ["<h3>Worst case: accuracy after each attack of the ensemble, cumulative</h3>",
+            _table(["attack", *epsilons],
+                   [(title(name), *[f"{acc:.4f}" for acc in values.values()])
+                    for name, values in metrics.after.items()])]
 
 
 def _image(png: bytes, alt: str) -> str:
@@ -135,7 +149,7 @@ img{max-width:100%}.note{color:#555}"""
 def render_html(params: Params, parameter_rows: Sequence[tuple[str, str, int]],
                 metrics: RunMetrics, pngs: Mapping[str, bytes]) -> str:
     """The whole report as one HTML string; pngs by figure name (see make_figures), plus
-    `fgsm_examples`."""
+    `attack_examples`."""
     total = sum(count for *_, count in parameter_rows)
     first = metrics.methods[0]
     eps0 = next((r["accuracy"] for r in metrics.attack[first] if r["epsilon"] == 0), None)
@@ -164,21 +178,25 @@ def render_html(params: Params, parameter_rows: Sequence[tuple[str, str, int]],
         _table(["class", "accuracy"],
                [(name, f"{acc:.4f}") for name, acc in metrics.per_class.items()]),
         _image(pngs["confusion_matrix"], "test confusion matrix"),
-        "<h2>Attacks: FGSM (the lab's Problem 5)"
-        + (" and PGD" if "pgd" in metrics.methods else "") + "</h2>",
-        "<p class=note>FGSM: x' = clamp(x + ε·sign(∇ₓ loss), 0, 1) on pixels in [0, 1] (the "
-        "model normalizes its input itself). PGD: repeated steps of this kind, each projected "
-        "back into the ε-ball around x and clamped to [0, 1], from a random start in the "
-        "ball (attack.pgd in the params). An image counts as correct only if it is classified "
-        "correctly both clean and after the attack, so ε = 0 is the test accuracy"
+        "<h2>Attacks: " + ", ".join(title(m) for m in metrics.methods) + "</h2>",
+        "<p class=note>FGSM (the lab's Problem 5): x' = clamp(x + ε·sign(∇ₓ loss), 0, 1) on "
+        "pixels in [0, 1] (the model normalizes its input itself). PGD: repeated steps of this "
+        "kind, each projected back into the ε-ball around x and clamped to [0, 1], from a "
+        "random start in the ball. APGD-CE, APGD-T and Square are AutoAttack's attacks; the "
+        "worst case counts an image as robust only if no attack fooled it (attack.ensemble "
+        "runs as a cascade on the images still standing). Every attack but FGSM attacks only "
+        "the images classified correctly clean and stops on an image once fooled. An image "
+        "counts as correct only if it is classified correctly both clean and after the "
+        "attack, so ε = 0 is the test accuracy"
         + (f" ({eps0:.4f})" if eps0 is not None else "") + ". "
         f"{metrics.zero_grad_fraction:.4%} of the input-gradient entries are exactly 0 "
         "(sign 0 leaves a pixel unperturbed; a large share would hint at gradient "
         "masking).</p>",
         _attack_table(metrics),
+        *_cascade(metrics),
         _image(pngs["accuracy_vs_epsilon"], "accuracy under attack against epsilon"),
-        f"<h3>The first test image at every ε under {first.upper()} (the lab's Figure 1.4)</h3>",
-        _image(pngs["fgsm_examples"], "the first test image perturbed at every epsilon"),
+        f"<h3>The first test image at every ε under {title(first)} (the lab's Figure 1.4)</h3>",
+        _image(pngs["attack_examples"], "the first test image perturbed at every epsilon"),
         "<h2>Params</h2>",
         _table(["key", "value"], param_values),
     ]

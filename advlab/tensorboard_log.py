@@ -2,8 +2,9 @@
 
 runs/train: the model graph, training loss per iteration, validation accuracy per epoch (at
 the iteration that ends it) and the hparams with the final metrics; runs/test: the test
-accuracy, logged once; runs/attack: per attack method, accuracy, confidence and flips per eps,
-and the perturbed first test image; runs/report: the report's figures. `tensorboard --logdir
+accuracy, logged once; runs/attack: per attack method (and the worst case, with its accuracy after each
+attack of the cascade), accuracy, confidence and flips per eps, and the perturbed first test
+image; runs/report: the report's figures. `tensorboard --logdir
 runs` shows them all.
 """
 
@@ -105,6 +106,11 @@ def log_attack(writer: SummaryWriter, result: AttackResult, classes: Sequence[st
         writer.add_text(f"{tag}/first_test_image", f"eps = {row['epsilon']:g}: true "
                         f"{classes[int(result.example_label)]}, predicted {classes[pred]} "
                         f"({conf:.3f})", step)
+    for name, values in result.after.items():  # the worst case's cascade, cumulative
+        for eps, acc in zip(result.epsilons, values, strict=True):
+            writer.add_scalar(f"{tag}/accuracy_after_{name}", acc, round(EPS_STEP * eps))
+    for name, seconds in result.seconds.items():
+        writer.add_scalar(f"{tag}/seconds_{name}", seconds, 0)
     writer.add_scalar(f"{tag}/zero_grad_fraction", result.zero_grad_fraction, 0)
     writer.add_text(f"{tag}/about", f"Steps are {EPS_STEP} x eps. An image counts as correct "
                     "only if classified correctly both clean and perturbed.", 0)

@@ -1,35 +1,53 @@
-"""attack stage: each of attack.methods (FGSM, the lab's Problem 5; PGD) on the test split at
-every attack.epsilons."""
+"""attack stage: each of attack.methods (FGSM, the lab's Problem 5; PGD; APGD-CE, APGD-T,
+Square) on the test split (or attack.max_images of it) at every attack.epsilons, then the
+worst case over them and the attack.ensemble cascade."""
 
 import argparse
 
-from advlab.attacks import save_metrics, sweep
+from advlab.attacks import AttackResult, attack_subset, save_metrics, sweep, worst_case
+from advlab.attacks.registry import settings_of
 from advlab.data import load_splits
 from advlab.device import pick_device, prepare_model
-from advlab.figures import fgsm_examples, save_png
+from advlab.figures import attack_examples, save_png
 from advlab.models import load_model
 from advlab.params import load_params
 from advlab.stage import path_arg, run_stage
 from advlab.tensorboard_log import log_attack, open_writer
 
 
+def report(result: AttackResult) -> None:
+    for row in result.rows():
+        print(f"attack: {result.method:<10} eps {row['epsilon']:<5g} accuracy "
+              f"{row['accuracy']:.4f}  confidence {row['mean_confidence']:.4f}  "
+              f"flipped {row['flipped']}")
+    for name, values in result.after.items():
+        print(f"attack: {result.method:<10} after {name:<8} "
+              + " ".join(f"{acc:.4f}" for acc in values))
+    for name, seconds in result.seconds.items():
+        print(f"attack: {name} took {seconds:.1f} s")
+
+
 def main(args: argparse.Namespace) -> None:
     params = load_params()
+    cfg = params.attack
     device = pick_device(params.base.device)
     test_set = load_splits(args.splits, ("test",))["test"].to(device)
+    test_set = attack_subset(test_set, cfg.max_images, params.base.seed)
     model = prepare_model(load_model(args.model, device), device)  # as in test: eps 0 matches
     results = []
-    for method in params.attack.methods:
-        result = sweep(model, test_set, params.attack.epsilons, params.evaluate.batch_size,
-                       method, params.attack.pgd, params.base.seed)
-        for row in result.rows():
-            print(f"attack: {method:<4} eps {row['epsilon']:<5g} accuracy {row['accuracy']:.4f}"
-                  f"  confidence {row['mean_confidence']:.4f}  flipped {row['flipped']}")
-        results.append(result)
+    for method in cfg.methods:
+        results.append(sweep(model, test_set, cfg.epsilons, params.evaluate.batch_size, method,
+                             settings_of(method, cfg), params.base.seed))
+        report(results[-1])
+    if cfg.ensemble:
+        results.append(worst_case(model, test_set, cfg.epsilons, params.evaluate.batch_size,
+                                  [(name, settings_of(name, cfg)) for name in cfg.ensemble],
+                                  results, params.base.seed))
+        report(results[-1])
     print(f"attack: {results[0].zero_grad_fraction:.2%} of input-gradient entries are exactly 0")
     save_metrics(args.metrics, results)
 
-    save_png(fgsm_examples(results[0], test_set.classes), args.examples)
+    save_png(attack_examples(results[0], test_set.classes), args.examples)
     with open_writer(args.tensorboard) as writer:
         for result in results:
             log_attack(writer, result, test_set.classes)

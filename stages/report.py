@@ -17,14 +17,14 @@ def main(args: argparse.Namespace) -> None:
     rows = parameter_table(load_model(args.model))
     figs = make_figures(metrics)
     pngs = {name: png_bytes(fig) for name, fig in figs.items()}
-    pngs["fgsm_examples"] = args.examples.read_bytes()
+    pngs["attack_examples"] = args.examples.read_bytes()
     for name, data in pngs.items():
         with atomic_path(args.out / "figures" / f"{name}.png") as tmp:
             tmp.write_bytes(data)
     write_text(args.out / "report.html", render_html(params, rows, metrics, pngs))
     with open_writer(args.tensorboard) as writer:
         log_figures(writer, figs)
-        log_png(writer, "report/fgsm_examples", args.examples)
+        log_png(writer, "report/attack_examples", args.examples)
     print(f"report: {args.out / 'report.html'} and {len(pngs)} figures in {args.out / 'figures'}")
 
 

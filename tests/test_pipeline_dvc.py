@@ -17,7 +17,9 @@ from advlab.profile import deep_merge
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"data": {"dataset": "synthetic", "synthetic_train": 600, "synthetic_test": 200,
                  "train_size": 400, "val_size": 100},
-        "train": {"epochs": 1}, "evaluate": {"batch_size": 200}}
+        "train": {"epochs": 1}, "evaluate": {"batch_size": 200},
+        "attack": {"apgd_ce": {"steps": 5}, "apgd_t": {"steps": 5, "targets": 2},
+                   "square": {"queries": 50}}}
 
 
 def copy_repo(dest: Path) -> Path:
@@ -76,5 +78,5 @@ def test_repro_then_experiment_reruns_only_train_and_later(tmp_path):
            if f"Running stage '{stage}'" in out}
     assert ran == {"attack", "report"}
     attack_rows = (repo / "metrics/attack.csv").read_text().splitlines()
-    assert "epsilon" in attack_rows[0].split(",") and len(attack_rows) == 3  # fgsm at 2 eps
+    assert "epsilon" in attack_rows[0].split(",") and len(attack_rows) == 5  # fgsm and worst_case at 2 eps
     assert (repo / "reports").is_dir() and any((repo / "reports").iterdir())

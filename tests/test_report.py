@@ -15,7 +15,7 @@ from advlab.attacks import fgsm_sweep, save_metrics
 from advlab.data import ImageSet
 from advlab.datasets import synthetic_images
 from advlab.evaluate import classification_report
-from advlab.figures import fgsm_examples, save_png
+from advlab.figures import attack_examples, save_png
 from advlab.io import write_csv, write_json
 from advlab.models import ModelConfig, build_model, parameter_table, save_model
 from advlab.report import read_metrics
@@ -44,7 +44,7 @@ def run(tmp_path_factory) -> Path:
                zip(test_set.labels.tolist(), report["predictions"].tolist(), strict=True)])
     result = fgsm_sweep(model, test_set, EPSILONS, batch_size=16)
     save_metrics(metrics, result)
-    save_png(fgsm_examples(result, test_set.classes), root / "fgsm_examples.png")
+    save_png(attack_examples(result, test_set.classes), root / "attack_examples.png")
 
     shutil.copy(ROOT / "params.yaml", root / "params.yaml")
     return root
@@ -57,14 +57,14 @@ def report_dir(run) -> Path:
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(run)
         main(argparse.Namespace(metrics=run / "metrics", model=run / "model.pt",
-                                examples=run / "fgsm_examples.png", out=run / "reports",
+                                examples=run / "attack_examples.png", out=run / "reports",
                                 tensorboard=run / "runs" / "report"))
     return run / "reports"
 
 
 def test_report_writes_the_page_and_every_figure(report_dir):
     assert (report_dir / "report.html").is_file()
-    for name in ("training_curves", "accuracy_vs_epsilon", "confusion_matrix", "fgsm_examples"):
+    for name in ("training_curves", "accuracy_vs_epsilon", "confusion_matrix", "attack_examples"):
         assert (report_dir / "figures" / f"{name}.png").read_bytes().startswith(PNG_MAGIC), name
 
 

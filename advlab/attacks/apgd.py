@@ -1,0 +1,180 @@
+"""APGD-CE and APGD-T (Croce and Hein, ICML 2020), L-infinity: the gradient attacks of AutoAttack.
+
+APGD is PGD without a step size to tune: it starts at 2 * eps, with momentum 0.75, and at
+checkpoints w_j (p_0 = 0, p_1 = 0.22, p_j+1 = p_j + max(p_j - p_j-1 - 0.03, 0.06) of the
+iterations) it halves an image's step and restarts it from its best point so far if, since
+the last checkpoint, its loss rose in fewer than 75% of the steps, or the step was not halved
+at the last checkpoint and the best loss has not improved. APGD-CE ascends the cross-entropy;
+APGD-T the targeted DLR loss -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2) towards each of the
+`targets` classes with the highest clean logits after the true one, in turn, on the images the
+previous targets did not fool. The random start is x + eps * u / max|u| with u uniform.
+
+As in the reference implementation, an image counts as fooled at the first iterate the model
+misclassifies, and that iterate is kept; here it also stops being attacked from then on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from advlab.attacks.core import (
+    Loss,
+    cross_entropy,
+    eval_logits,
+    loss_gradient,
+    project,
+    uniform_start,
+)
+from advlab.params import Apgd, ApgdT
+
+MOMENTUM = 0.75  # weight of the new step; 1 - MOMENTUM on the previous move
+RHO = 0.75  # a step is halved if the loss rose in fewer than RHO of the steps since the check
+
+
+def checkpoints(steps: int) -> list[int]:
+    """The iterations (1-based) after which the step size is checked, as the reference code
+    rounds them: the first after max(0.22 N, 1) iterations, the gap shrinking by 0.03 N per
+    check down to 0.06 N."""
+    gap, shrink, smallest = (max(int(f * steps), 1) for f in (0.22, 0.03, 0.06))
+    marks, at = [], gap
+    while at <= steps:
+        marks.append(at)
+        gap = max(gap - shrink, smallest)
+        at += gap
+    return marks
+
+
+def dlr_targeted(target: torch.Tensor) -> Loss:
+    """The targeted DLR loss towards target (per image): scale-invariant, needs >= 4 classes."""
+    def loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        top = logits.sort(1).values
+        rows = torch.arange(len(y), device=y.device)
+        margin = logits[rows, y] - logits[rows, target]
+        return -margin / (top[:, -1] - (top[:, -3] + top[:, -4]) / 2 + 1e-12)
+    return loss
+
+
+LossFor = Callable[[torch.Tensor], Loss]  # the loss of the images x[index], given index
+
+
+def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int,
+         loss_for: LossFor, generator: torch.Generator) -> torch.Tensor:
+    """APGD on correctly classified images x: per image, the first iterate that fools the model,
+    else its point of highest loss. loss_for(index) is the per-image loss of x[index] (APGD-T's
+    target differs per image)."""
+    noise = uniform_start(x, generator)
+    noise = noise / noise.flatten(1).abs().amax(1).clamp_min(1e-12).view(-1, 1, 1, 1)
+    out = project(x + eps * noise, x, eps)
+    state = _State.start(model, x, y, out.clone(), loss_for, eps)
+    marks = set(checkpoints(steps))
+    for it in range(1, steps + 1):
+        state.fooled_to(out)
+        if state.empty:
+            return out
+        state.step(model, x, y, eps, momentum=1.0 if it == 1 else MOMENTUM)
+        if it in marks:
+            state.check()
+    state.fooled_to(out)
+    out[state.index] = state.best_x
+    return out
+
+
+class _State:
+    """Per active image: iterate, previous iterate, gradient, step size (size), best point and loss,
+    and the counters of the checkpoint rule; fooled images are written out and dropped."""
+
+    def __init__(self, **tensors: torch.Tensor) -> None:
+        self.__dict__.update(tensors)
+
+    @classmethod
+    def start(cls, model: nn.Module, x: torch.Tensor, y: torch.Tensor, x0: torch.Tensor,
+              loss_for: LossFor, eps: float) -> _State:
+        index = torch.arange(len(x), device=x.device)
+        logits, values, grad = loss_gradient(model, x0, y, loss_for(index))
+        size = torch.full((len(x),), 2.0 * eps, device=x.device)
+        return cls(loss_for=loss_for, index=index, x=x0, prev=x0.clone(), grad=grad, size=size,
+                   value=values, best_x=x0.clone(), best_grad=grad.clone(), best=values.clone(),
+                   best_at_check=values.clone(), rises=torch.zeros_like(values),
+                   steps_since=0, halved_at_check=torch.ones_like(values, dtype=torch.bool),
+                   fooled=logits.argmax(1) != y)
+
+    @property
+    def empty(self) -> bool:
+        return len(self.index) == 0
+
+    def fooled_to(self, out: torch.Tensor) -> None:
+        """Writes the fooling iterates to out and drops those images from every state tensor."""
+        if not self.fooled.any():
+            return
+        out[self.index[self.fooled]] = self.x[self.fooled]
+        keep = ~self.fooled
+        for name, value in list(vars(self).items()):
+            if isinstance(value, torch.Tensor) and name != "fooled":
+                setattr(self, name, value[keep])
+        self.fooled = self.fooled[keep]
+
+    def step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
+             momentum: float) -> None:
+        xs, ys, size = x[self.index], y[self.index], self.size.view(-1, 1, 1, 1)
+        z = project(self.x + size * self.grad.sign(), xs, eps)
+        moved = project(self.x + momentum * (z - self.x) + (1 - momentum) * (self.x - self.prev),
+                        xs, eps)
+        self.prev, self.x = self.x, moved
+        logits, values, self.grad = loss_gradient(model, moved, ys, self.loss_for(self.index))
+        self.rises += (values > self.value).float()
+        self.steps_since += 1
+        self.value = values
+        better = values > self.best
+        self.best_x[better], self.best_grad[better] = moved[better], self.grad[better]
+        self.best = torch.where(better, values, self.best)
+        self.fooled = logits.argmax(1) != ys
+
+    def check(self) -> None:
+        """The checkpoint rule: halve the step and restart from the best point where it fires."""
+        oscillating = self.rises < RHO * self.steps_since
+        stalled = ~self.halved_at_check & (self.best <= self.best_at_check)
+        halve = oscillating | stalled
+        self.size = torch.where(halve, self.size / 2, self.size)
+        self.x[halve], self.grad[halve] = self.best_x[halve], self.best_grad[halve]
+        self.halved_at_check, self.best_at_check = halve, self.best.clone()
+        self.rises = torch.zeros_like(self.rises)
+        self.steps_since = 0
+
+
+def apgd_ce(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, settings: Apgd,
+            generator: torch.Generator) -> torch.Tensor:
+    """APGD on the cross-entropy loss, settings.restarts times on the images still standing."""
+    out = x.clone()
+    standing = torch.arange(len(x), device=x.device)
+    for _ in range(settings.restarts):
+        out[standing] = apgd(model, x[standing], y[standing], eps, settings.steps,
+                             lambda index: cross_entropy, generator)
+        standing = standing[_still_correct(model, out[standing], y[standing])]
+        if len(standing) == 0:
+            break
+    return out
+
+
+def apgd_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, settings: ApgdT,
+           generator: torch.Generator) -> torch.Tensor:
+    """APGD on the targeted DLR loss, towards each of the top settings.targets other classes
+    (by clean logit) in turn, each run on the images the earlier targets did not fool."""
+    ranked = eval_logits(model, x).argsort(1, descending=True)  # ranked[:, 0] is y: x is correct
+    out = x.clone()
+    standing = torch.arange(len(x), device=x.device)
+    for k in range(1, min(settings.targets, ranked.shape[1] - 1) + 1):
+        target = ranked[standing, k]
+        out[standing] = apgd(model, x[standing], y[standing], eps, settings.steps,
+                             lambda index, target=target: dlr_targeted(target[index]), generator)
+        standing = standing[_still_correct(model, out[standing], y[standing])]
+        if len(standing) == 0:
+            break
+    return out
+
+
+def _still_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return eval_logits(model, x).argmax(1) == y
+

@@ -1,0 +1,82 @@
+"""PGD (Madry et al. 2018, L-infinity) and the adversarial examples of training.
+
+One parameterization serves evaluation and training: `steps` FGSM-like steps of size
+step_scale * eps / steps, each projected onto the eps-ball around x and clamped to [0, 1],
+from a uniformly random start in the ball when random_start is set (params: attack.pgd). With
+1 step, no random start and step_scale 1 it is FGSM exactly. Training uses the same function
+with the settings of its papers (training_attack): fgsm_rs is 1 step of step_scale 1.25 (Wong,
+Rice and Kolter 2020), pgd is train.adv_steps steps of step_scale 2.5 (Madry et al. 2018).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from advlab.attacks.core import loss_gradient, project, uniform_start
+from advlab.params import Pgd
+
+if TYPE_CHECKING:
+    from advlab.params import Train
+
+FGSM_RS_STEP_SCALE = 1.25  # Wong, Rice and Kolter 2020: step 1.25 * eps from a random start
+MADRY_STEP_SCALE = 2.5  # Madry et al. 2018: steps * step size = 2.5 * eps
+
+
+def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int,
+        step_size: float, start: torch.Tensor | None = None) -> torch.Tensor:
+    """L-infinity PGD from x + eps * start (start None: from x itself), clamped to [0, 1].
+
+    Every step: x' += step_size * sign(grad), then x' is projected onto [x - eps, x + eps] and
+    clamped to [0, 1]. eps = 0 returns x itself. Returns the last iterate of every image."""
+    if eps == 0:
+        return x
+    x_adv = x if start is None else (x + eps * start).clamp(0, 1)
+    for _ in range(steps):
+        x_adv = project(x_adv + step_size * loss_gradient(model, x_adv, y)[2].sign(), x, eps)
+    return x_adv
+
+
+def pgd_until_fooled(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
+                     settings: Pgd, generator: torch.Generator) -> torch.Tensor:
+    """PGD for evaluation: as pgd, but an image stops at the first iterate that fools the model
+    and keeps it, so the cost follows the images still standing (x: correctly classified).
+
+    The check reuses the logits of the forward pass that computes the gradient, so it costs
+    nothing; the final iterate is checked by the caller."""
+    start = uniform_start(x, generator) if settings.random_start else torch.zeros_like(x)
+    x_adv = (x + eps * start).clamp(0, 1)
+    active = torch.arange(len(x), device=x.device)
+    step_size = settings.step_scale * eps / settings.steps
+    for _ in range(settings.steps):
+        logits, _, grad = loss_gradient(model, x_adv[active], y[active])
+        standing = logits.argmax(1) == y[active]
+        active, grad = active[standing], grad[standing]
+        if len(active) == 0:
+            break
+        x_adv[active] = project(x_adv[active] + step_size * grad.sign(), x[active], eps)
+    return x_adv
+
+
+def training_attack(cfg: Train) -> Pgd:
+    """The PGD settings of cfg.adversarial (fgsm_rs or pgd), as the papers set them."""
+    if cfg.adversarial == "fgsm_rs":
+        return Pgd(steps=1, step_scale=FGSM_RS_STEP_SCALE, random_start=True)
+    return Pgd(steps=cfg.adv_steps, step_scale=MADRY_STEP_SCALE, random_start=True)
+
+
+def adversarial_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                      cfg: Train) -> torch.Tensor:
+    """The training batch for cfg.adversarial: x itself for `none`, else PGD with
+    training_attack(cfg) at cfg.adv_eps (the last iterate: training wants the hardest point).
+
+    The examples are made with the model in eval mode (as TRADES does), so the attack does
+    not update BatchNorm's running statistics and the model is left in the mode it was in.
+    The random start draws from the global generator, which train_epoch seeds per epoch."""
+    if cfg.adversarial == "none":
+        return x
+    settings = training_attack(cfg)
+    step_size = settings.step_scale * cfg.adv_eps / settings.steps
+    return pgd(model, x, y, cfg.adv_eps, settings.steps, step_size, uniform_start(x)).detach()

@@ -1,0 +1,56 @@
+"""Every attack by name: adding one is a module with its function, a settings class in
+params.py (its `attack.<section>`), and one entry here. The stage, the report, TensorBoard,
+the plots and params validation all read this table.
+
+An attack's `run(model, x, y, eps, settings, generator)` takes float images x in [0, 1] that
+the model classifies correctly and returns, per image, a point of the eps-ball (clamped to
+[0, 1]): the first that fooled the model, else the attack's best. FGSM has no `run`: its one
+gradient serves every eps (the sweep's fast path) and it attacks every image, as in the lab.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from advlab.attacks.apgd import apgd_ce, apgd_t
+from advlab.attacks.pgd import pgd_until_fooled
+from advlab.attacks.square import square
+
+Run = Callable[[nn.Module, torch.Tensor, torch.Tensor, float, object, torch.Generator],
+               torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Attack:
+    name: str  # in attack.methods / attack.ensemble, attack.json, attack.csv, TensorBoard
+    title: str  # for people: the report, the figures
+    section: str | None  # its settings: params.attack.<section>; None: no settings
+    run: Run | None  # None: FGSM's shared-gradient path in sweep.py
+    gradient_free: bool = False
+
+
+ATTACKS: dict[str, Attack] = {a.name: a for a in (
+    Attack("fgsm", "FGSM", None, None),
+    Attack("pgd", "PGD", "pgd", pgd_until_fooled),  # type: ignore[arg-type]
+    Attack("apgd_ce", "APGD-CE", "apgd_ce", apgd_ce),  # type: ignore[arg-type]
+    Attack("apgd_t", "APGD-T", "apgd_t", apgd_t),  # type: ignore[arg-type]
+    Attack("square", "Square", "square", square, gradient_free=True),  # type: ignore[arg-type]
+)}
+WORST_CASE = "worst_case"  # the cascade's row in attack.json / attack.csv (not an attack)
+
+
+def title(name: str) -> str:
+    """How people read a method name: FGSM, APGD-T, worst case; unknown names upper-cased."""
+    if name == WORST_CASE:
+        return "worst case"
+    return ATTACKS[name].title if name in ATTACKS else name.upper()
+
+
+def settings_of(name: str, attack_params: object) -> object:
+    """The attack's settings from params.attack (None for an attack without settings)."""
+    section = ATTACKS[name].section
+    return None if section is None else getattr(attack_params, section)
