@@ -2,9 +2,9 @@
 
 runs/train: the model graph, training loss per iteration, validation accuracy per epoch (at
 the iteration that ends it) and the hparams with the final metrics; runs/test: the test
-accuracy, logged once; runs/attack: per attack method (and the worst case, with its accuracy after each
-attack of the cascade), accuracy, confidence and flips per eps, and the perturbed first test
-image; runs/report: the report's figures. `tensorboard --logdir
+accuracy, logged once; runs/attack: per attack method (and the worst case, with its accuracy
+after each attack of the cascade), accuracy, confidence and flips per eps, the perturbed
+first test image and the wall time; runs/report: the report's figures. `tensorboard --logdir
 runs` shows them all.
 """
 

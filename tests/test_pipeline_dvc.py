@@ -78,5 +78,6 @@ def test_repro_then_experiment_reruns_only_train_and_later(tmp_path):
            if f"Running stage '{stage}'" in out}
     assert ran == {"attack", "report"}
     attack_rows = (repo / "metrics/attack.csv").read_text().splitlines()
-    assert "epsilon" in attack_rows[0].split(",") and len(attack_rows) == 5  # fgsm and worst_case at 2 eps
+    assert "epsilon" in attack_rows[0].split(",")
+    assert len(attack_rows) == 5  # fgsm and worst_case at 2 eps
     assert (repo / "reports").is_dir() and any((repo / "reports").iterdir())

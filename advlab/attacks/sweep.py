@@ -223,7 +223,7 @@ def worst_case(model: nn.Module, test_set: ImageSet, epsilons: Sequence[float],
                 _attack(model, test_set, outcome, e, eps, standing[e], ATTACKS[name].run,
                         settings, batch_size, seed)
                 standing[e] &= outcome.predictions[e] == outcome.labels
-        after[name] = (standing.sum(1) / len(test_set)).tolist()  # syncs: time is honest
+        after[name] = (standing.sum(1).double() / len(test_set)).tolist()  # syncs: time is honest
         seconds[name] = time.perf_counter() - began
     first = earlier[0] if earlier else None
     zero_grads = first.zero_grads if first is not None else torch.zeros((), dtype=torch.int64)

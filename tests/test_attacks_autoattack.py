@@ -1,0 +1,214 @@
+"""AutoAttack's attacks and the worst case: APGD is at least as strong as PGD, every attack
+stays in the eps-ball, Square never asks for a gradient and sees through masked gradients, the
+cascade is never above any single attack, and the cost-saving rules keep fooling points."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from advlab.attacks import (
+    ATTACKS,
+    apgd_ce,
+    attack_subset,
+    fgsm_sweep,
+    pgd,
+    pgd_until_fooled,
+    summary,
+    sweep,
+    uniform_start,
+    worst_case,
+)
+from advlab.attacks.apgd import checkpoints
+from advlab.attacks.square import square_fraction
+from advlab.data import ImageSet, to_float
+from advlab.params import Apgd, ApgdT, ParamsError, Pgd, Square, parse_params
+
+EPSILONS = (0.0, 0.02, 0.05)
+SETTINGS = {"pgd": Pgd(steps=10), "apgd_ce": Apgd(steps=10), "apgd_t": ApgdT(steps=10, targets=3),
+            "square": Square(queries=100)}
+
+
+@pytest.fixture(scope="module")
+def small(trained_model, tiny_sets) -> tuple[nn.Module, ImageSet]:
+    """The shared tiny trained model and 100 of its test images."""
+    return trained_model, tiny_sets["test"].subset(torch.arange(100))
+
+
+def correctly_classified(model: nn.Module, data: ImageSet, n: int) -> tuple[torch.Tensor, ...]:
+    x, y = to_float(data.images), data.labels
+    with torch.no_grad():
+        ok = model(x).argmax(1) == y
+    return x[ok][:n], y[ok][:n]
+
+
+def test_apgd_schedule_is_the_papers():
+    # p_0 = 0, p_1 = 0.22, p_j+1 = p_j + max(p_j - p_j-1 - 0.03, 0.06): 22, 41, 57, 70, 80, ...
+    assert checkpoints(100)[:5] == [22, 41, 57, 70, 80]
+    assert all(b - a >= 6 for a, b in zip(checkpoints(100), checkpoints(100)[1:]))
+    assert checkpoints(1) == [1]
+    # p halves past 10, 50, 200, ... of 10,000 queries, rescaled: 5, 25, 100, ... of 5,000
+    assert [square_fraction(0.8, q, 5000) for q in (0, 5, 6, 25, 26, 101)] == [
+        0.8, 0.8, 0.4, 0.4, 0.2, 0.1]
+
+
+def test_apgd_ce_is_at_least_as_strong_as_pgd10(small):
+    model, test_set = small
+    strong = sweep(model, test_set, EPSILONS, 100, "apgd_ce", Apgd(steps=20), seed=0)
+    base = sweep(model, test_set, EPSILONS, 100, "pgd", Pgd(steps=10), seed=0)
+    assert strong.correct[0] == base.correct[0]
+    noise = 1  # image: random starts differ
+    assert (strong.correct <= base.correct + noise).all(), (strong.accuracy, base.accuracy)
+    assert strong.correct.sum() <= base.correct.sum(), (strong.accuracy, base.accuracy)
+
+
+@pytest.mark.parametrize("name", [n for n, a in ATTACKS.items() if a.run is not None])
+def test_every_attack_stays_in_the_eps_ball_and_the_pixel_range(small, name):
+    model, test_set = small
+    x, y = correctly_classified(model, test_set, 24)
+    for eps in (0.02, 0.3):
+        x_adv = ATTACKS[name].run(model, x, y, eps, SETTINGS[name],
+                                  torch.Generator().manual_seed(0))
+        assert x_adv.shape == x.shape
+        assert x_adv.min() >= 0 and x_adv.max() <= 1
+        assert (x_adv - x).abs().max() <= eps + 1e-6
+        with torch.no_grad():
+            assert (model(x_adv).argmax(1) != y).any(), f"{name} fools nothing at eps {eps}"
+
+
+def test_square_makes_no_gradient_call(small, monkeypatch):
+    model, test_set = small
+    x, y = correctly_classified(model, test_set, 24)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("Square asked for a gradient")
+
+    monkeypatch.setattr(torch.autograd, "grad", refuse)
+    monkeypatch.setattr(torch.Tensor, "backward", refuse)
+    with torch.inference_mode():  # any graph-building op would fail on these tensors
+        x_adv = ATTACKS["square"].run(model, x, y, 0.1, Square(queries=100),
+                                      torch.Generator().manual_seed(0))
+    assert ATTACKS["square"].gradient_free
+    with torch.no_grad():
+        assert (model(x_adv).argmax(1) != y).sum() >= len(y) // 4
+
+
+class Rounding(nn.Module):
+    """Quantizes pixels to 1/255 steps: the images are unchanged, the gradient is zero."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.round(x * 255) / 255
+
+
+def test_masked_gradients_fool_fgsm_and_pgd_but_not_square(small):
+    model, test_set = small
+    masked = nn.Sequential(Rounding(), model).eval()
+    epsilons = (0.0, 0.05)
+    fgsm = fgsm_sweep(masked, test_set, epsilons, 100)
+    strong = sweep(masked, test_set, epsilons, 100, "pgd", Pgd(steps=10), seed=0)
+    black_box = sweep(masked, test_set, epsilons, 100, "square", Square(queries=200), seed=0)
+    unmasked = sweep(model, test_set, epsilons, 100, "pgd", Pgd(steps=10), seed=0)
+    assert fgsm.zero_grad_fraction == 1.0, "the flag: every input-gradient entry is 0"
+    assert unmasked.zero_grad_fraction < 0.5
+    assert fgsm.correct[1] == fgsm.correct[0], "FGSM moves no pixel: looks perfectly robust"
+    assert strong.correct[1] >= strong.correct[0] - 5, "PGD moves only by its random start"
+    assert black_box.correct[1] <= strong.correct[1] - 20, (black_box.accuracy, strong.accuracy)
+    assert unmasked.correct[1] <= strong.correct[1] - 20
+
+
+def test_early_stopping_keeps_every_image_the_last_iterate_fooled(small):
+    model, test_set = small
+    x, y = correctly_classified(model, test_set, 60)
+    eps, settings = 0.03, Pgd(steps=10)
+    start = uniform_start(x, torch.Generator().manual_seed(5))
+    last = pgd(model, x, y, eps, settings.steps, settings.step_scale * eps / settings.steps, start)
+    stopped = pgd_until_fooled(model, x, y, eps, settings, torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        fooled_last, fooled_stopped = model(last).argmax(1) != y, model(stopped).argmax(1) != y
+    assert fooled_last.any() and not fooled_last.all()
+    assert not (fooled_last & ~fooled_stopped).any(), "a fooled image must stay fooled"
+
+
+def test_images_wrong_on_clean_input_are_not_attacked(small):
+    model, test_set = small
+    result = sweep(model, test_set, EPSILONS, 100, "apgd_ce", Apgd(steps=5), seed=0)
+    clean_ok = result.robust[0]
+    assert not clean_ok.all()
+    clean = result.predictions[0]
+    assert torch.equal(result.predictions[:, ~clean_ok], clean[~clean_ok].expand(3, -1))
+    assert torch.equal(result.confidences[:, ~clean_ok],
+                       result.confidences[0, ~clean_ok].expand(3, -1))
+
+
+def test_worst_case_is_never_above_any_attack_and_falls_after_each(small):
+    model, test_set = small
+    singles = [sweep(model, test_set, EPSILONS, 50, m, SETTINGS.get(m), seed=0)
+               for m in ("fgsm", "pgd")]
+    ensemble = [(m, SETTINGS[m]) for m in ("apgd_ce", "apgd_t", "square")]
+    worst = worst_case(model, test_set, EPSILONS, 50, ensemble, singles, seed=0)
+    alone = [sweep(model, test_set, EPSILONS, 50, m, s, seed=0) for m, s in ensemble]
+    for result in (*singles, *alone):
+        assert (worst.correct <= result.correct).all(), result.method
+        assert not (worst.robust & ~result.robust).any() or result in alone
+    assert worst.correct[0] == singles[0].correct[0], "eps 0 is the clean accuracy"
+    after = torch.tensor(list(worst.after.values()))  # (attacks, E), cumulative
+    assert (after[1:] <= after[:-1]).all()
+    assert after[-1].tolist() == pytest.approx(worst.accuracy)
+    for e in range(len(EPSILONS)):
+        assert after[0, e] <= min(r.accuracy[e] for r in singles) + 1e-9
+    data = summary([*singles, worst])
+    assert data["methods"] == ["fgsm", "pgd", "worst_case"]
+    assert list(data["worst_case"]["after"]) == ["apgd_ce", "apgd_t", "square"]
+    assert set(worst.seconds) == {"apgd_ce", "apgd_t", "square"}
+
+
+def test_attack_subset_is_stratified_seeded_and_in_order(tiny_sets):
+    test_set = tiny_sets["test"]
+    subset = attack_subset(test_set, 50, seed=3)
+    again = attack_subset(test_set, 50, seed=3)
+    assert len(subset) == 50 and torch.equal(subset.images, again.images)
+    share = torch.bincount(subset.labels, minlength=10) / 50
+    expected = torch.bincount(test_set.labels, minlength=10) / len(test_set)
+    assert (share - expected).abs().max() <= 1 / 50 + 1e-9
+    assert attack_subset(test_set, None, seed=3) is test_set
+    assert attack_subset(test_set, 10_000, seed=3) is test_set
+    assert not torch.equal(attack_subset(test_set, 50, seed=4).images, subset.images)
+
+
+@pytest.mark.parametrize("raw, key", [
+    ({"attack": {"ensemble": ["apgd_ce", "fab"]}}, "attack.ensemble"),
+    ({"attack": {"ensemble": ["square", "square"]}}, "attack.ensemble"),
+    ({"attack": {"methods": ["apgd"]}}, "attack.methods"),
+    ({"attack": {"max_images": 0}}, "attack.max_images"),
+    ({"attack": {"apgd_ce": {"steps": 0}}}, "attack.apgd_ce.steps"),
+    ({"attack": {"apgd_t": {"targets": 0}}}, "attack.apgd_t.targets"),
+    ({"attack": {"square": {"queries": 0}}}, "attack.square.queries"),
+    ({"attack": {"square": {"p_init": 1.5}}}, "attack.square.p_init"),
+])
+def test_params_reject_bad_ensembles_and_attack_settings(raw, key):
+    with pytest.raises(ParamsError, match=key.replace(".", r"\.")):
+        parse_params(raw)
+
+
+def test_params_accept_every_registered_attack_and_no_ensemble():
+    params = parse_params({"attack": {"methods": list(ATTACKS), "ensemble": [],
+                                      "max_images": 500}})
+    assert params.attack.methods == tuple(ATTACKS) and params.attack.ensemble == ()
+    assert params.attack.max_images == 500
+
+
+def test_apgd_agrees_with_torchattacks(small):
+    """Same model, images and budget: robust accuracy under their APGD-CE and ours within a
+    few images (the random starts differ)."""
+    torchattacks = pytest.importorskip("torchattacks")
+    model, test_set = small
+    x, y = correctly_classified(model, test_set, 60)
+    for eps in (0.02, 0.05):
+        ours = apgd_ce(model, x, y, eps, Apgd(steps=20), torch.Generator().manual_seed(0))
+        theirs = torchattacks.APGD(model, norm="Linf", eps=eps, steps=20, n_restarts=1,
+                                   loss="ce", seed=0)(x, y)
+        with torch.no_grad():
+            ours_ok = (model(ours).argmax(1) == y).sum().item()
+            theirs_ok = (model(theirs).argmax(1) == y).sum().item()
+        assert abs(ours_ok - theirs_ok) <= 3, (eps, ours_ok, theirs_ok)
