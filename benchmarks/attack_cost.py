@@ -9,6 +9,7 @@ fooled at some iterate counts as fooled, where the old loop judged only the last
 A benchmark, not a test:
 
     ./run python benchmarks/attack_cost.py                  # CPU, synthetic data: minutes
+    ./run python benchmarks/attack_cost.py --threads 1      # a CPU shared with other jobs
     ./run python benchmarks/attack_cost.py --device cuda --train 20000 --test 10000
 """
 
@@ -69,7 +70,13 @@ def main() -> None:
     parser.add_argument("--test", type=int, default=1000, help="synthetic test images")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=1000, help="attack batch size")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for both sides (default: torch's). On a machine "
+                        "shared with other jobs, 1 avoids the thread barriers that make the "
+                        "small batches of the survivors wait out scheduler time slices")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = pick_device(args.device)
     images = synthetic_images(args.train + args.test, seed=0)
     index = torch.arange(args.train + args.test)
@@ -87,7 +94,7 @@ def main() -> None:
                                              settings, 0), device)
     new, new_s = timed(lambda: sweep(model, test_set, epsilons, args.batch_size, "pgd",
                                      settings, 0).accuracy, device)
-    print(f"device {device}; {len(test_set)} test images; PGD-{settings.steps} at eps "
+    print(f"device {device}, {torch.get_num_threads()} threads; {len(test_set)} test images; PGD-{settings.steps} at eps "
           f"{', '.join(f'{e:g}' for e in epsilons)}; clean accuracy {old[0]:.4f}")
     print(f"{'eps':>6} {'old accuracy':>13} {'new accuracy':>13}")
     for eps, a, b in zip(epsilons, old, new, strict=True):

@@ -1,6 +1,6 @@
 """Adversarial attacks, one module per attack, named in one registry (registry.py):
 FGSM (the lab's Problem 5), PGD, APGD-CE and APGD-T (AutoAttack's gradient attacks) and
-Square (its query-only one); sweep.py runs them over eps and the worst case over attacks;
+Square (its query-only one); robustness.py sweeps them over eps and the worst case over attacks;
 metrics.py writes attack.json and attack.csv."""
 
 from advlab.attacks.apgd import apgd, apgd_ce, apgd_t
@@ -9,8 +9,8 @@ from advlab.attacks.fgsm import fgsm_gradient_sign, perturb
 from advlab.attacks.metrics import csv_rows, save_metrics, summary
 from advlab.attacks.pgd import adversarial_batch, pgd, pgd_until_fooled, training_attack
 from advlab.attacks.registry import ATTACKS, WORST_CASE, title
+from advlab.attacks.robustness import AttackResult, attack_subset, fgsm_sweep, sweep, worst_case
 from advlab.attacks.square import square
-from advlab.attacks.sweep import AttackResult, attack_subset, fgsm_sweep, sweep, worst_case
 
 __all__ = [
     "ATTACKS", "WORST_CASE", "AttackResult", "adversarial_batch", "apgd", "apgd_ce", "apgd_t",

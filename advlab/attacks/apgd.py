@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from advlab.attacks.core import (
+    Draws,
     Loss,
     cross_entropy,
     eval_logits,
@@ -61,13 +62,12 @@ LossFor = Callable[[torch.Tensor], Loss]  # the loss of the images x[index], giv
 
 
 def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int,
-         loss_for: LossFor, generator: torch.Generator) -> torch.Tensor:
+         loss_for: LossFor, start: torch.Tensor) -> torch.Tensor:
     """APGD on correctly classified images x: per image, the first iterate that fools the model,
     else its point of highest loss. loss_for(index) is the per-image loss of x[index] (APGD-T's
-    target differs per image)."""
-    noise = uniform_start(x, generator)
-    noise = noise / noise.flatten(1).abs().amax(1).clamp_min(1e-12).view(-1, 1, 1, 1)
-    out = project(x + eps * noise, x, eps)
+    target differs per image). start: uniform noise in [-1, 1], x's shape."""
+    noise = start / start.flatten(1).abs().amax(1).clamp_min(1e-12).view(-1, 1, 1, 1)
+    out = project(x + eps * noise, x, eps)  # noise: max |noise| = 1 per image
     state = _State.start(model, x, y, out.clone(), loss_for, eps)
     marks = set(checkpoints(steps))
     for it in range(1, steps + 1):
@@ -145,13 +145,16 @@ class _State:
 
 
 def apgd_ce(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, settings: Apgd,
-            generator: torch.Generator) -> torch.Tensor:
-    """APGD on the cross-entropy loss, settings.restarts times on the images still standing."""
+            draws: Draws) -> torch.Tensor:
+    """APGD on the cross-entropy loss, settings.restarts times on the images still standing
+    (the first from draws.start, the others from new random starts)."""
     out = x.clone()
     standing = torch.arange(len(x), device=x.device)
+    start = draws.start
     for _ in range(settings.restarts):
         out[standing] = apgd(model, x[standing], y[standing], eps, settings.steps,
-                             lambda index: cross_entropy, generator)
+                             lambda index: cross_entropy, start[standing])
+        start = uniform_start(x, draws.generator)
         standing = standing[_still_correct(model, out[standing], y[standing])]
         if len(standing) == 0:
             break
@@ -159,16 +162,19 @@ def apgd_ce(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, sett
 
 
 def apgd_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, settings: ApgdT,
-           generator: torch.Generator) -> torch.Tensor:
+           draws: Draws) -> torch.Tensor:
     """APGD on the targeted DLR loss, towards each of the top settings.targets other classes
     (by clean logit) in turn, each run on the images the earlier targets did not fool."""
     ranked = eval_logits(model, x).argsort(1, descending=True)  # ranked[:, 0] is y: x is correct
     out = x.clone()
     standing = torch.arange(len(x), device=x.device)
+    start = draws.start
     for k in range(1, min(settings.targets, ranked.shape[1] - 1) + 1):
         target = ranked[standing, k]
         out[standing] = apgd(model, x[standing], y[standing], eps, settings.steps,
-                             lambda index, target=target: dlr_targeted(target[index]), generator)
+                             lambda index, target=target: dlr_targeted(target[index]),
+                             start[standing])
+        start = uniform_start(x, draws.generator)
         standing = standing[_still_correct(model, out[standing], y[standing])]
         if len(standing) == 0:
             break

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -64,6 +65,20 @@ def uniform_start(x: torch.Tensor, generator: torch.Generator | None = None) -> 
 
     generator None draws from the global generator (training seeds it per epoch)."""
     return torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) * 2 - 1
+
+
+@dataclass(frozen=True)
+class Draws:
+    """An attack's randomness for images x: `start`, uniform noise in [-1, 1] of x's shape
+    drawn per image independently of which other images are attacked (the sweep draws it for
+    the whole set), and a generator for every further draw."""
+
+    start: torch.Tensor
+    generator: torch.Generator
+
+    @classmethod
+    def fresh(cls, x: torch.Tensor, generator: torch.Generator) -> Draws:
+        return cls(uniform_start(x, generator), generator)
 
 
 @torch.inference_mode()

@@ -1,7 +1,7 @@
 """FGSM (Goodfellow et al. 2015; the lab's Problem 5): x' = clamp(x + eps * sign(grad_x CE), 0, 1).
 
 The gradient does not depend on eps: the sweep computes it once per batch and reuses it for
-every eps, one forward pass each (its fast path, see sweep.py)."""
+every eps, one forward pass each (its fast path, see robustness.py)."""
 
 from __future__ import annotations
 

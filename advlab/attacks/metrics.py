@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from advlab.attacks.sweep import AttackResult
+from advlab.attacks.robustness import AttackResult
 from advlab.io import write_csv, write_json
 
 

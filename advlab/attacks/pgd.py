@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from advlab.attacks.core import loss_gradient, project, uniform_start
+from advlab.attacks.core import Draws, loss_gradient, project, uniform_start
 from advlab.params import Pgd
 
 if TYPE_CHECKING:
@@ -40,14 +40,13 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: i
 
 
 def pgd_until_fooled(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
-                     settings: Pgd, generator: torch.Generator) -> torch.Tensor:
+                     settings: Pgd, draws: Draws) -> torch.Tensor:
     """PGD for evaluation: as pgd, but an image stops at the first iterate that fools the model
     and keeps it, so the cost follows the images still standing (x: correctly classified).
 
     The check reuses the logits of the forward pass that computes the gradient, so it costs
     nothing; the final iterate is checked by the caller."""
-    start = uniform_start(x, generator) if settings.random_start else torch.zeros_like(x)
-    x_adv = (x + eps * start).clamp(0, 1)
+    x_adv = (x + eps * draws.start).clamp(0, 1) if settings.random_start else x.clone()
     active = torch.arange(len(x), device=x.device)
     step_size = settings.step_scale * eps / settings.steps
     for _ in range(settings.steps):

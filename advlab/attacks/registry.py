@@ -2,10 +2,11 @@
 params.py (its `attack.<section>`), and one entry here. The stage, the report, TensorBoard,
 the plots and params validation all read this table.
 
-An attack's `run(model, x, y, eps, settings, generator)` takes float images x in [0, 1] that
+An attack's `run(model, x, y, eps, settings, draws)` takes float images x in [0, 1] that
 the model classifies correctly and returns, per image, a point of the eps-ball (clamped to
-[0, 1]): the first that fooled the model, else the attack's best. FGSM has no `run`: its one
-gradient serves every eps (the sweep's fast path) and it attacks every image, as in the lab.
+[0, 1]): the first that fooled the model, else the attack's best. `draws` (core.Draws) holds
+its random start and generator. FGSM has no `run`: its one gradient serves every eps (the
+sweep's fast path, robustness.py) and it attacks every image, as in the lab.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ import torch
 from torch import nn
 
 from advlab.attacks.apgd import apgd_ce, apgd_t
+from advlab.attacks.core import Draws
 from advlab.attacks.pgd import pgd_until_fooled
 from advlab.attacks.square import square
 
-Run = Callable[[nn.Module, torch.Tensor, torch.Tensor, float, object, torch.Generator],
-               torch.Tensor]
+Run = Callable[[nn.Module, torch.Tensor, torch.Tensor, float, object, Draws], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ class Attack:
     name: str  # in attack.methods / attack.ensemble, attack.json, attack.csv, TensorBoard
     title: str  # for people: the report, the figures
     section: str | None  # its settings: params.attack.<section>; None: no settings
-    run: Run | None  # None: FGSM's shared-gradient path in sweep.py
+    run: Run | None  # None: FGSM's shared-gradient path in robustness.py
     gradient_free: bool = False
 
 

@@ -18,7 +18,7 @@ import math
 import torch
 from torch import nn
 
-from advlab.attacks.core import eval_logits
+from advlab.attacks.core import Draws, eval_logits
 from advlab.params import Square
 
 SCHEDULE = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)  # of 10,000 queries: p halves
@@ -41,12 +41,13 @@ def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, settings: Square,
-           generator: torch.Generator) -> torch.Tensor:
+           draws: Draws) -> torch.Tensor:
     """Square on correctly classified images x: per image the first query that fools the model,
     else the point of lowest margin found within settings.queries queries."""
     n, c, h, w = x.shape
-    signs = _signs((n, c, 1, w), generator, x)
-    best = (x + eps * signs).clamp(0, 1)
+    generator = draws.generator
+    stripes = torch.where(draws.start[:, :, :1, :] >= 0, 1.0, -1.0)  # (n, c, 1, w) random signs
+    best = (x + eps * stripes).clamp(0, 1)
     best_margin = margin(eval_logits(model, best), y)
     active = torch.nonzero(best_margin >= 0).flatten()
     rows, cols = torch.arange(h, device=x.device), torch.arange(w, device=x.device)

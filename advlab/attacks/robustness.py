@@ -6,10 +6,13 @@ accuracy at eps = 0 is the test accuracy exactly.
 
 Cost follows what is left to attack: an attack with a `run` (every attack but FGSM) attacks
 only the images classified correctly on clean input (the others count as wrong whatever it
-does: their prediction and confidence stay the clean ones, not flipped), and stops on an
-image at its first fooling iterate. FGSM keeps the lab's fast path: one gradient per batch
-serves every eps, and every image is perturbed. The worst case runs the ensemble as a cascade
-(AutoAttack): at each eps, each attack only on the images every earlier attack left standing.
+does: their prediction and confidence stay the clean ones, not flipped), stops on an image
+at its first fooling iterate, and goes through the eps in increasing order: an image fooled at
+a smaller eps counts as fooled at every larger one by the same image (it lies in the larger
+ball), so only the survivors are attacked again and accuracy never rises with eps. FGSM keeps
+the lab's fast path: one gradient per batch serves every eps, and every image is perturbed.
+The worst case runs the ensemble as a cascade (AutoAttack): at each eps, each attack only on
+the images every earlier attack left standing.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from advlab.attacks.core import loss_gradient, predict
+from advlab.attacks.core import Draws, loss_gradient, predict
 from advlab.attacks.fgsm import perturb
 from advlab.attacks.registry import ATTACKS, WORST_CASE, Run
 from advlab.data import ImageSet, stratified_order, to_float
@@ -108,6 +111,19 @@ class _Outcome:
     def clean_ok(self) -> torch.Tensor:
         return self.clean_logits.argmax(1) == self.labels
 
+    def standing(self, e: int) -> torch.Tensor:
+        """(N,) bool: correct clean and at eps number e so far."""
+        return self.clean_ok & (self.predictions[e] == self.labels)
+
+    def inherit(self, e: int, smaller: int, fooled: torch.Tensor) -> None:
+        """The images `fooled` at eps number `smaller` are fooled at e by the same image: it
+        lies in the larger ball too."""
+        self.predictions[e, fooled] = self.predictions[smaller, fooled]
+        self.confidences[e, fooled] = self.confidences[smaller, fooled]
+        if fooled[0]:
+            self.examples[e] = self.examples[smaller]
+            self.example_probs[e] = self.example_probs[smaller]
+
     def record(self, e: int, index: torch.Tensor, x_adv: torch.Tensor,
                logits: torch.Tensor) -> None:
         """The outcome at eps number e of the images test_set[index] attacked into x_adv."""
@@ -120,7 +136,7 @@ class _Outcome:
 
     def result(self, method: str, epsilons: tuple[float, ...], pixels: int,
                zero_grads: torch.Tensor, seconds: dict[str, float]) -> AttackResult:
-        robust = self.clean_ok & (self.predictions == self.labels)
+        robust = self.clean_ok & (self.predictions == self.labels)  # (E, N)
         probs = torch.stack(self.example_probs)
         return AttackResult(
             method=method, epsilons=epsilons, images=len(self.labels), pixels=pixels,
@@ -143,9 +159,10 @@ def sweep(model: nn.Module, test_set: ImageSet, epsilons: Sequence[float], batch
     """One attack at every eps over the set, in batches.
 
     Clean predictions come from predict_logits with the same batch size as the test stage, and
-    eps = 0 reuses them, so accuracy at eps = 0 equals the test accuracy exactly. Random draws
-    come from a generator seeded with `seed` afresh at every eps: the same params give the same
-    result, and the result at one eps does not depend on which other eps are attacked."""
+    eps = 0 reuses them, so accuracy at eps = 0 equals the test accuracy exactly. Attacks with
+    a `run` go through the eps in increasing order, each on the images no smaller eps fooled
+    (those stay fooled by the same image). Random draws come from a generator seeded with
+    `seed` afresh at every eps: the same params give the same result."""
     attack = ATTACKS[method]
     if attack.section is not None and settings is None:
         raise ValueError(f"attack {method!r} needs its settings (params.attack.{attack.section})")
@@ -155,13 +172,22 @@ def sweep(model: nn.Module, test_set: ImageSet, epsilons: Sequence[float], batch
     zero_grads = _fgsm_pass(model, test_set, epsilons, batch_size, outcome,
                             attack_all=attack.run is None)
     if attack.run is not None:
-        for e, eps in enumerate(epsilons):
-            if eps > 0:
-                _attack(model, test_set, outcome, e, eps, outcome.clean_ok, attack.run,
-                        settings, batch_size, seed)
+        for e, smaller in _increasing(epsilons):
+            standing = outcome.clean_ok if smaller is None else outcome.standing(smaller)
+            if smaller is not None:
+                outcome.inherit(e, smaller, outcome.clean_ok & ~standing)
+            _attack(model, test_set, outcome, e, epsilons[e], standing, attack.run, settings,
+                    batch_size, seed)
     result = outcome.result(method, epsilons, test_set.images.numel(), zero_grads, {})
     result.seconds[method] = time.perf_counter() - began  # .cpu() synchronized the device
     return result
+
+
+def _increasing(epsilons: tuple[float, ...]) -> list[tuple[int, int | None]]:
+    """(index of eps, index of the next smaller non-zero eps or None) for every eps > 0, by
+    increasing eps."""
+    order = sorted((i for i, eps in enumerate(epsilons) if eps > 0), key=epsilons.__getitem__)
+    return list(zip(order, [None, *order[:-1]], strict=True))
 
 
 def _fgsm_pass(model: nn.Module, test_set: ImageSet, epsilons: tuple[float, ...],
@@ -186,12 +212,29 @@ def _attack(model: nn.Module, test_set: ImageSet, outcome: _Outcome, e: int, eps
             seed: int) -> None:
     """run at eps on the images where `standing` (N,) holds, in batches; recorded in outcome."""
     generator = torch.Generator(device=test_set.images.device).manual_seed(seed)
-    for index in torch.nonzero(standing).flatten().split(batch_size):
-        if len(index) == 0:  # split of an empty tensor yields it once
+    index = torch.nonzero(standing).flatten()
+    starts = _starts(test_set, index, batch_size, generator)
+    for batch, start in zip(index.split(batch_size), starts.split(batch_size), strict=True):
+        if len(batch) == 0:  # split of an empty tensor yields it once
             break
-        x, y = to_float(test_set.images[index]), test_set.labels[index]
-        x_adv = run(model, x, y, eps, settings, generator)
-        outcome.record(e, index, x_adv, predict(model, x_adv))
+        x, y = to_float(test_set.images[batch]), test_set.labels[batch]
+        x_adv = run(model, x, y, eps, settings, Draws(start, generator))
+        outcome.record(e, batch, x_adv, predict(model, x_adv))
+
+
+def _starts(test_set: ImageSet, index: torch.Tensor, batch_size: int,
+            generator: torch.Generator) -> torch.Tensor:
+    """Random starts for test_set[index], as a loop over the whole set in batches draws them
+    (uniform_start per batch): an image's start does not depend on which others are attacked,
+    so stopping early or skipping images changes no other image's attack."""
+    starts = torch.empty((len(index), *test_set.shape), device=index.device)
+    for first in range(0, len(test_set), batch_size):
+        last = min(first + batch_size, len(test_set))
+        noise = torch.rand((last - first, *test_set.shape), generator=generator,
+                           device=index.device) * 2 - 1
+        inside = (index >= first) & (index < last)
+        starts[inside] = noise[index[inside] - first]
+    return starts
 
 
 def worst_case(model: nn.Module, test_set: ImageSet, epsilons: Sequence[float],
@@ -199,7 +242,9 @@ def worst_case(model: nn.Module, test_set: ImageSet, epsilons: Sequence[float],
                earlier: Sequence[AttackResult], seed: int = 0) -> AttackResult:
     """The robust accuracy of record: an image counts as correct at an eps only if no attack
     fooled it, neither the earlier results (attack.methods) nor the ensemble, which runs as a
-    cascade, each attack only on the images still standing. `after` holds the cumulative
+    cascade, each attack only on the images still standing, eps by increasing eps (an image
+    fooled at a smaller eps is fooled at a larger one by the same image). `after` holds the
+    cumulative
     accuracy after each ensemble attack; prediction and confidence are those of the first
     fooling image, else of the last attack's point, else (wrong clean) of the clean image."""
     epsilons = tuple(float(e) for e in epsilons)
@@ -214,17 +259,20 @@ def worst_case(model: nn.Module, test_set: ImageSet, epsilons: Sequence[float],
                 outcome.examples[e] = result.example_images[e].to(standing.device)
                 outcome.example_probs[e] = result.example_probs[e].to(standing.device)
         standing &= ~fooled
-    seconds: dict[str, float] = {}
-    after: dict[str, list[float]] = {}
-    for name, settings in ensemble:
-        began = time.perf_counter()
-        for e, eps in enumerate(epsilons):
-            if eps > 0:
-                _attack(model, test_set, outcome, e, eps, standing[e], ATTACKS[name].run,
-                        settings, batch_size, seed)
-                standing[e] &= outcome.predictions[e] == outcome.labels
-        after[name] = (standing.sum(1).double() / len(test_set)).tolist()  # syncs: time is honest
-        seconds[name] = time.perf_counter() - began
+    seconds = {name: 0.0 for name, _ in ensemble}
+    after = {name: (standing.sum(1).double() / len(test_set)).tolist() for name, _ in ensemble}
+    for e, smaller in _increasing(epsilons):
+        if smaller is not None:  # fooled at a smaller eps by any attack: fooled here too
+            carried = standing[e] & ~outcome.standing(smaller)
+            outcome.inherit(e, smaller, carried)
+            standing[e] &= ~carried
+        for name, settings in ensemble:
+            began = time.perf_counter()
+            _attack(model, test_set, outcome, e, epsilons[e], standing[e], ATTACKS[name].run,
+                    settings, batch_size, seed)
+            standing[e] &= outcome.predictions[e] == outcome.labels
+            after[name][e] = standing[e].sum().item() / len(test_set)  # syncs: honest time
+            seconds[name] += time.perf_counter() - began
     first = earlier[0] if earlier else None
     zero_grads = first.zero_grads if first is not None else torch.zeros((), dtype=torch.int64)
     result = outcome.result(WORST_CASE, epsilons, test_set.images.numel(), zero_grads, seconds)
