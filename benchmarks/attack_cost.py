@@ -94,7 +94,8 @@ def main() -> None:
                                              settings, 0), device)
     new, new_s = timed(lambda: sweep(model, test_set, epsilons, args.batch_size, "pgd",
                                      settings, 0).accuracy, device)
-    print(f"device {device}, {torch.get_num_threads()} threads; {len(test_set)} test images; PGD-{settings.steps} at eps "
+    print(f"device {device}, {torch.get_num_threads()} threads; {len(test_set)} test images; "
+          f"PGD-{settings.steps} at eps "
           f"{', '.join(f'{e:g}' for e in epsilons)}; clean accuracy {old[0]:.4f}")
     print(f"{'eps':>6} {'old accuracy':>13} {'new accuracy':>13}")
     for eps, a, b in zip(epsilons, old, new, strict=True):
