@@ -22,6 +22,7 @@ import advlab
 from advlab.data import ImageSet
 from advlab.datasets import md5
 from advlab.distributed import SINGLE, Ranks
+from advlab.errors import BadFileError
 from advlab.io import load_torch, save_torch
 from advlab.params import Params, Section, Train
 from advlab.train import EpochResult, fit
@@ -71,7 +72,7 @@ def restore(path: Path, inputs: dict[str, object], model: nn.Module,
         return []
     try:
         blob = load_torch(path)
-    except ValueError as err:
+    except BadFileError as err:
         log(f"train: ignoring the unreadable checkpoint {path} ({err}); starting fresh")
         return []
     if not isinstance(blob, dict) or blob.get("version") != VERSION:
