@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import runpy
 import shutil
 import subprocess
 import sys
@@ -39,6 +40,12 @@ def copy_repo(dest: Path) -> Path:
         subprocess.run(["git", *command], cwd=dest, env=repo_env(dest), check=True,
                        capture_output=True)
     return dest
+
+
+def run_stage_script(monkeypatch: pytest.MonkeyPatch, script: str, *args: str) -> None:
+    """stages/SCRIPT run in this process, as `python stages/SCRIPT ARGS` would run it."""
+    monkeypatch.setattr(sys, "argv", [script, *args])
+    runpy.run_path(str(ROOT / "stages" / script), run_name="__main__")
 
 
 def repo_env(repo: Path) -> dict[str, str]:

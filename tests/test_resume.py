@@ -32,15 +32,16 @@ DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 TRAIN = DVC["stages"]["train"]
 CHECKPOINT = "checkpoints/train.pt"
 EPOCHS = 4
-STEPS = 1024 // 16  # optimizer steps per epoch: tiny_sets' 1024 images, batch_size 16
+STEPS = 256 // 16  # optimizer steps per epoch: tiny_sets' 256 images, batch_size 16
 HELD = "held"  # the file tests/held_stage.py creates once the stage is held
 PARAMS = {"base": {"seed": 1, "device": "cpu"},
           "train": {"epochs": EPOCHS, "batch_size": 16},
           "evaluate": {"batch_size": 64}}
 
 
-def tiny_sets(n_train: int = 1024, n_val: int = 64) -> tuple[ImageSet, ImageSet]:
-    """Random 3x8x8 images: the test is about resuming, not learning, so small is enough."""
+def tiny_sets(n_train: int = 256, n_val: int = 64) -> tuple[ImageSet, ImageSet]:
+    """Random 3x8x8 images: the test is about resuming, not learning, so small is enough (and
+    no kill races the clock: each is held at a known step)."""
     g = torch.Generator().manual_seed(0)
     n = n_train + n_val
     images = torch.randint(0, 256, (n, 3, 8, 8), generator=g, dtype=torch.uint8)
@@ -142,6 +143,7 @@ def reference(tmp_path_factory) -> dict:
     return results(work)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143),
                                        (signal.SIGKILL, -signal.SIGKILL)],
                          ids=["SIGINT", "SIGTERM", "SIGKILL"])
@@ -161,6 +163,7 @@ def test_killed_mid_epoch_then_rerun_equals_uninterrupted_run(tmp_path, referenc
     assert_same(results(work), reference)
 
 
+@pytest.mark.slow
 def test_killed_while_writing_leaves_outputs_absent_or_whole(tmp_path, reference):
     """kill -9 with an output's temporary file written but not renamed: the first checkpoint,
     then (resumed runs) a later checkpoint, then one of the final outputs."""
@@ -180,6 +183,7 @@ def test_killed_while_writing_leaves_outputs_absent_or_whole(tmp_path, reference
     assert not list(work.rglob("*.tmp"))  # the next write of each file removed its leftover
 
 
+@pytest.mark.slow
 def test_checkpoint_from_other_params_is_not_resumed(tmp_path):
     work = workdir(tmp_path)
     kill_held(work, ("step", STEPS + 1))  # epoch 1 saved
@@ -194,6 +198,7 @@ def test_checkpoint_from_other_params_is_not_resumed(tmp_path):
     assert load_torch(work / CHECKPOINT)["inputs"]["train.lr"] == 0.002
 
 
+@pytest.mark.slow
 def test_finished_checkpoint_is_reused_with_identical_outputs(tmp_path):
     work = workdir(tmp_path, epochs=1)
     run(work)
