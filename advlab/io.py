@@ -7,11 +7,15 @@ import csv
 import glob
 import json
 import os
+import pickle
+import re
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
+
+from advlab.errors import BadFileError, MissingInputError
 
 
 @contextlib.contextmanager
@@ -65,8 +69,15 @@ def load_torch(path: str | Path, map_location: str | torch.device = "cpu") -> ob
     """torch.load restricted to tensors and plain containers: a file cannot run code."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: run the stage that writes it (dvc repro)")
+        raise MissingInputError(f"{path} does not exist: run the stage that writes it "
+                                "(dvc repro)")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:  # torch's message advises weights_only=False: no
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        what = f" ({refused.group(1)})" if refused else ""
+        raise BadFileError(f"{path} is not a readable torch file: it holds a pickled Python "
+                           f"object{what}, refused because loading it could run code") from err
     except Exception as err:
-        raise ValueError(f"{path} is not a readable torch file ({err})") from err
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise BadFileError(f"{path} is not a readable torch file ({first_line})") from err

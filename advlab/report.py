@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 
 from advlab import figures
 from advlab.attacks.registry import WORST_CASE, title
+from advlab.errors import MissingInputError
 from advlab.evaluate import confusion_matrix
 from advlab.params import Params
 
@@ -64,7 +65,7 @@ def read_metrics(folder: str | Path) -> RunMetrics:
     folder = Path(folder)
     for name in ("train.csv", "test.json", "confusion.csv", "attack.json", "attack.csv"):
         if not (folder / name).is_file():
-            raise FileNotFoundError(f"{folder / name} does not exist: run the stage that "
+            raise MissingInputError(f"{folder / name} does not exist: run the stage that "
                                     "writes it (dvc repro)")
     test = json.loads((folder / "test.json").read_text())
     attack = json.loads((folder / "attack.json").read_text())

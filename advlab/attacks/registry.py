@@ -1,5 +1,6 @@
 """Every attack by name: adding one is a module with its function, a settings class in
-params.py (its `attack.<section>`), and one entry here. The stage, the report, TensorBoard,
+params.py (its `attack.<section>`, and its name in params.METHODS, which params.yaml's schema
+lists), and one entry here. The stage, the report, TensorBoard,
 the plots and params validation all read this table.
 
 An attack's `run(model, x, y, eps, settings, draws)` takes float images x in [0, 1] that
@@ -21,6 +22,7 @@ from advlab.attacks.apgd import apgd_ce, apgd_t
 from advlab.attacks.core import Draws
 from advlab.attacks.pgd import pgd_until_fooled
 from advlab.attacks.square import square
+from advlab.params import METHODS
 
 Run = Callable[[nn.Module, torch.Tensor, torch.Tensor, float, object, Draws], torch.Tensor]
 
@@ -41,6 +43,8 @@ ATTACKS: dict[str, Attack] = {a.name: a for a in (
     Attack("apgd_t", "APGD-T", "apgd_t", apgd_t),  # type: ignore[arg-type]
     Attack("square", "Square", "square", square, gradient_free=True),  # type: ignore[arg-type]
 )}
+if tuple(ATTACKS) != METHODS:  # params.yaml's schema lists the names: they must agree
+    raise ImportError(f"advlab.params.METHODS {METHODS} != the registry's {tuple(ATTACKS)}")
 WORST_CASE = "worst_case"  # the cascade's row in attack.json / attack.csv (not an attack)
 
 
