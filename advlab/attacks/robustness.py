@@ -244,9 +244,9 @@ def worst_case(model: nn.Module, test_set: ImageSet, epsilons: Sequence[float],
     fooled it, neither the earlier results (attack.methods) nor the ensemble, which runs as a
     cascade, each attack only on the images still standing, eps by increasing eps (an image
     fooled at a smaller eps is fooled at a larger one by the same image). `after` holds the
-    cumulative
-    accuracy after each ensemble attack; prediction and confidence are those of the first
-    fooling image, else of the last attack's point, else (wrong clean) of the clean image."""
+    cumulative accuracy after each ensemble attack; prediction and confidence are those of the
+    first fooling image, else of the last attack's point, else (wrong clean) of the clean
+    image."""
     epsilons = tuple(float(e) for e in epsilons)
     outcome = _Outcome.clean(model, test_set, len(epsilons), batch_size)
     standing = outcome.clean_ok.repeat(len(epsilons), 1)
