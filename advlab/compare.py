@@ -212,7 +212,7 @@ def to_text(frame: pd.DataFrame, width: int = 100) -> str:
     """Experiments as rows if they fit in `width`, else a row per column, in chunks of
     experiments that fit side by side."""
     cells = _cells(frame)
-    wide = cells.to_string()
+    wide = cells.reset_index().to_string(index=False)
     if max(len(line) for line in wide.splitlines()) <= width:
         return wide
     turned = cells.T
