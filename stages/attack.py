@@ -7,10 +7,10 @@ from advlab.attacks import save_metrics, sweep
 from advlab.data import load_splits
 from advlab.device import pick_device, prepare_model
 from advlab.figures import fgsm_examples, save_png
+from advlab.io import write_json
 from advlab.models import load_model
 from advlab.params import load_params
 from advlab.stage import path_arg, run_stage
-from advlab.io import write_json
 from advlab.tensorboard_log import log_attack, open_writer
 from advlab.timing import Stopwatch, throughput
 

@@ -10,7 +10,6 @@ import re
 from pathlib import Path
 
 import pytest
-import vl_convert
 
 from advlab import compare
 from advlab.compare import CompareError, Experiment

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_resume import CHECKPOINT, workdir
 
 from advlab.timing import Stopwatch, throughput
 from advlab.train import EpochResult
 from advlab.train_metrics import write_train_metrics
-from test_resume import CHECKPOINT, workdir
 
 ROOT = Path(__file__).resolve().parents[1]
 
