@@ -256,7 +256,8 @@ def curves(exps: list[Experiment]) -> tuple[pd.DataFrame, pd.DataFrame]:
 def chart(data: pd.DataFrame, x: str, y: str, title: str, dash: str | None = None) -> str:
     """A line chart, a colour per experiment (and a dash per `dash`), as SVG."""
     encoding: dict[str, object] = {
-        "x": {"field": x, "type": "quantitative"},
+        "x": {"field": x, "type": "quantitative",
+              **({"axis": {"tickMinStep": 1, "format": "d"}} if x == "epoch" else {})},
         "y": {"field": y, "type": "quantitative", "scale": {"zero": False}},
         "color": {"field": "experiment", "type": "nominal"},
         "tooltip": [{"field": c} for c in data.columns]}
@@ -265,7 +266,8 @@ def chart(data: pd.DataFrame, x: str, y: str, title: str, dash: str | None = Non
     spec = {"$schema": "https://vega.github.io/schema/vega-lite/v5.json", "title": title,
             "width": 420, "height": 260, "data": {"values": json.loads(data.to_json(
                 orient="records"))},
-            "mark": {"type": "line", "point": True}, "encoding": encoding}
+            # points would turn the dash legend into dots
+            "mark": {"type": "line", "point": not dash}, "encoding": encoding}
     return vl_convert.vegalite_to_svg(spec)
 
 
@@ -279,6 +281,9 @@ def to_html(frame: pd.DataFrame, exps: list[Experiment]) -> str:
         svgs.append(chart(attack, "epsilon", "accuracy",
                           "Accuracy under attack (line dash: method)", dash="method"))
     figures = "\n".join(f"<figure>{svg}</figure>" for svg in svgs)
+    cells = _cells(frame)
+    if len(cells.columns) > len(cells):  # few experiments, many metrics: a row per metric
+        cells = cells.T
     return f"""<!DOCTYPE html>
 <html>
 <head>
@@ -293,7 +298,7 @@ def to_html(frame: pd.DataFrame, exps: list[Experiment]) -> str:
 </head>
 <body>
 <h1>Experiments</h1>
-{_cells(frame).to_html(escape=True)}
+{cells.to_html(escape=True)}
 <h2>Curves</h2>
 {figures}
 </body>
