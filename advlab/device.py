@@ -6,6 +6,8 @@ import contextlib
 
 import torch
 
+from advlab.errors import DeviceError
+
 
 def pick_device(name: str = "auto") -> torch.device:
     """auto: CUDA, then MPS, then CPU. An explicit device that is absent is an error."""
@@ -14,14 +16,14 @@ def pick_device(name: str = "auto") -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu"
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"base.device = {name!r} but CUDA is not available here; "
-                           "use auto or cpu")
+        raise DeviceError(f"base.device = {name!r} but CUDA is not available here; "
+                          "use auto or cpu")
     if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise RuntimeError(f"base.device = {name!r} but only {torch.cuda.device_count()} "
-                           "CUDA device(s) exist")
+        raise DeviceError(f"base.device = {name!r} but only {torch.cuda.device_count()} "
+                          "CUDA device(s) exist")
     if device.type == "mps" and not has_mps:
-        raise RuntimeError(f"base.device = {name!r} but MPS is not available here; "
-                           "use auto or cpu")
+        raise DeviceError(f"base.device = {name!r} but MPS is not available here; "
+                          "use auto or cpu")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True

@@ -53,8 +53,8 @@ def main(args: argparse.Namespace) -> None:
         write_train_metrics(args.metrics, done, extra, len(train_set))
         log_epoch(writer, result)
 
-    inputs = run_inputs(params, [args.splits / "train.pt", args.splits / "val.pt",
-                                 Path(__file__)], device)
+    inputs = run_inputs(params, [args.splits / "train.pt", args.splits / "val.pt"],
+                        Path(__file__), device)
     trained = distributed.wrap(model, ranks, device)
     history = fit_resumable(args.checkpoint, inputs, trained,
                             make_optimizer(trained, params.train), train_set, val_set,

@@ -57,8 +57,11 @@ def two_experiments(tmp_path_factory) -> Path:
     run(repo, "git", "init", "-q")
     run(repo, "git", "add", "-A")
     run(repo, "git", "commit", "-qm", "copy")
+    # The first run also sets weight_decay: the second profile run must not inherit it from
+    # the workspace params.yaml, where `dvc exp run` left it.
+    extra = {LEARNING_RATES[0]: ["-S", "train.weight_decay=0.0005"], LEARNING_RATES[1]: []}
     for lr in LEARNING_RATES:
-        run(repo, sys.executable, "-m", "advlab.profile", "ci", *SMALLER,
+        run(repo, sys.executable, "-m", "advlab.profile", "ci", *SMALLER, *extra[lr],
             "-S", f"train.lr={lr}", "-n", f"lr-{lr}")
     return repo
 
@@ -75,6 +78,9 @@ def test_two_experiments_are_listed_with_their_params_and_metrics(two_experiment
         metrics = data["metrics"]
         assert 0 <= metrics["metrics/test.json"]["data"]["accuracy"] <= 1
         assert metrics["metrics/train.json"]["data"]["epochs"] == 1
+    weight_decay = {lr: listed[f"lr-{lr}"]["params"]["params.yaml"]["data"]["train"]
+                    ["weight_decay"] for lr in LEARNING_RATES}
+    assert weight_decay == {LEARNING_RATES[0]: 0.0005, LEARNING_RATES[1]: 0.0}
 
 
 @pytest.mark.slow
@@ -97,14 +103,15 @@ def test_compare_shows_both_experiments_as_markdown_and_as_an_offline_page(two_e
     lines = run(two_experiments, sys.executable, "-m", "advlab.compare", "--md", "--eps", "0.1",
                 "--html", "compare.html").splitlines()
     header = [c.strip() for c in lines[0].strip("|").split("|")]
-    assert header == ["experiment", "train.lr", "val_acc", "test_acc", "fgsm@0.1", "train_s"]
+    assert header == ["experiment", "train.lr", "train.weight_decay", "val_acc", "test_acc",
+                      "fgsm@0.1", "train_s"]
     rows = {cells[0]: cells for cells in ([c.strip() for c in line.strip("|").split("|")]
                                           for line in lines[2:])}
     assert set(rows) == {f"lr-{lr}" for lr in LEARNING_RATES}
     for lr in LEARNING_RATES:
         test = shown[f"lr-{lr}"]["metrics/test.json"]["data"]["accuracy"]
         assert float(rows[f"lr-{lr}"][1]) == float(lr)
-        assert float(rows[f"lr-{lr}"][3]) == pytest.approx(test, abs=5e-4)  # 4 digits shown
+        assert float(rows[f"lr-{lr}"][4]) == pytest.approx(test, abs=5e-4)  # 4 digits shown
     page = (two_experiments / "compare.html").read_text()
     charts = re.findall(r"<svg.*?</svg>", page, re.S)
     assert len(charts) == 3 and "<script" not in page
