@@ -4,9 +4,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +12,7 @@ from pathlib import Path
 import pytest
 import vl_convert
 import yaml
+from conftest import copy_repo, repo_env
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -23,22 +22,8 @@ SMALLER = ["-S", "data.synthetic_train=500", "-S", "data.synthetic_test=200",
 LEARNING_RATES = ("0.003", "0.01")
 
 
-def copy_repo(dest: Path) -> None:
-    """The working tree's tracked and untracked files, as a fresh git repository."""
-    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                           cwd=REPO, check=True, capture_output=True).stdout.decode().split("\0")
-    for name in filter(None, files):
-        if (REPO / name).is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, dest / name)
-
-
 def run(cwd: Path, *command: str) -> str:
-    env = {**os.environ, "PYTHONPATH": str(cwd),  # dvc's stages import the copy's advlab
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.invalid",
-           "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.invalid"}
-    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+    done = subprocess.run(command, cwd=cwd, env=repo_env(cwd), capture_output=True, text=True)
     assert done.returncode == 0, f"{' '.join(command)}:\n{done.stdout}\n{done.stderr}"
     return done.stdout
 
@@ -52,11 +37,7 @@ def experiments(shown: list[dict]) -> list[dict]:
 @pytest.fixture(scope="module")
 def two_experiments(tmp_path_factory) -> Path:
     """A copy of the repository in which the CI profile ran twice, as lr-0.003 and lr-0.01."""
-    repo = tmp_path_factory.mktemp("experiments")
-    copy_repo(repo)
-    run(repo, "git", "init", "-q")
-    run(repo, "git", "add", "-A")
-    run(repo, "git", "commit", "-qm", "copy")
+    repo = copy_repo(tmp_path_factory.mktemp("experiments"))
     # The first run also sets weight_decay: the second profile run must not inherit it from
     # the workspace params.yaml, where `dvc exp run` left it.
     extra = {LEARNING_RATES[0]: ["-S", "train.weight_decay=0.0005"], LEARNING_RATES[1]: []}

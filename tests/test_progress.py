@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_resume import CHECKPOINT, workdir
+from test_resume import CHECKPOINT, tiny_sets, workdir
 
 from advlab.timing import Stopwatch, throughput
 from advlab.train import EpochResult
@@ -50,6 +50,7 @@ def test_train_stage_metrics_hold_each_finished_epoch_while_training(tmp_path, m
     final_csv = Path("metrics/train.csv").read_text()
     rows = list(csv.DictReader(final_csv.splitlines()))
     assert [epoch for epoch, *_ in seen] == [1, 2, 3]
+    train_images = len(tiny_sets()[0])
     for epoch, live_json, live_csv, live_time, model_written in seen:
         assert not model_written  # still training
         assert live_json["epochs"] == epoch
@@ -58,7 +59,7 @@ def test_train_stage_metrics_hold_each_finished_epoch_while_training(tmp_path, m
         # the live csv is the final one cut after this epoch's row
         assert live_csv == "".join(final_csv.splitlines(keepends=True)[:epoch + 1])
         assert live_time["images_per_s"] == pytest.approx(
-            1024 * epoch / live_time["seconds"], rel=0.01)
+            train_images * epoch / live_time["seconds"], rel=0.01)
     assert seen[-1][1] == final_json and seen[-1][2] == final_csv
     assert set(final_json) == {"epochs", "loss", "val_acc", "best_val_acc", "model",
                                "adversarial"}  # no timing among the reproducible metrics
