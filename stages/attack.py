@@ -5,14 +5,16 @@ worst case over them and the attack.ensemble cascade."""
 import argparse
 
 from advlab.attacks import AttackResult, attack_subset, save_metrics, sweep, worst_case
-from advlab.attacks.registry import settings_of
+from advlab.attacks.registry import WORST_CASE, settings_of
 from advlab.data import load_splits
 from advlab.device import pick_device, prepare_model
 from advlab.figures import attack_examples, save_png
+from advlab.io import write_json
 from advlab.models import load_model
 from advlab.params import load_params
 from advlab.stage import path_arg, run_stage
 from advlab.tensorboard_log import log_attack, open_writer
+from advlab.timing import Stopwatch, throughput
 
 
 def report(result: AttackResult) -> None:
@@ -34,18 +36,24 @@ def main(args: argparse.Namespace) -> None:
     test_set = load_splits(args.splits, ("test",))["test"].to(device)
     test_set = attack_subset(test_set, cfg.max_images, params.base.seed)
     model = prepare_model(load_model(args.model, device), device)  # as in test: eps 0 matches
-    results = []
+    results, timing = [], {}
+    per_run = len(test_set) * len(cfg.epsilons)  # images/s: one image per test image and eps
     for method in cfg.methods:
-        results.append(sweep(model, test_set, cfg.epsilons, params.evaluate.batch_size, method,
-                             settings_of(method, cfg), params.base.seed))
+        with Stopwatch(device) as watch:
+            results.append(sweep(model, test_set, cfg.epsilons, params.evaluate.batch_size,
+                                 method, settings_of(method, cfg), params.base.seed))
+        timing[method] = throughput(watch.seconds, per_run)
         report(results[-1])
     if cfg.ensemble:
-        results.append(worst_case(model, test_set, cfg.epsilons, params.evaluate.batch_size,
-                                  [(name, settings_of(name, cfg)) for name in cfg.ensemble],
-                                  results, params.base.seed))
+        with Stopwatch(device) as watch:
+            results.append(worst_case(model, test_set, cfg.epsilons, params.evaluate.batch_size,
+                                      [(name, settings_of(name, cfg)) for name in cfg.ensemble],
+                                      results, params.base.seed))
+        timing[WORST_CASE] = throughput(watch.seconds, per_run)
         report(results[-1])
     print(f"attack: {results[0].zero_grad_fraction:.2%} of input-gradient entries are exactly 0")
     save_metrics(args.metrics, results)
+    write_json(args.metrics / "attack_time.json", timing)
 
     save_png(attack_examples(results[0], test_set.classes), args.examples)
     with open_writer(args.tensorboard) as writer:
@@ -57,7 +65,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     path_arg(parser, "--splits", "the folder with test.pt")
     path_arg(parser, "--model", "the trained model")
-    path_arg(parser, "--metrics", "the folder for attack.json and attack.csv")
+    path_arg(parser, "--metrics", "the folder for attack.json, attack_time.json and attack.csv")
     path_arg(parser, "--examples",
              "the PNG of the first test image perturbed at each eps by the first method")
     path_arg(parser, "--tensorboard", "the TensorBoard run folder of this stage")
