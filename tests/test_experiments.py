@@ -68,7 +68,8 @@ def test_two_experiments_are_listed_with_their_params_and_metrics(two_experiment
 def test_stages_record_their_time_per_stage_and_attack_method(two_experiments):
     for exp in experiments(json.loads(run(two_experiments, "dvc", "exp", "show", "--json"))):
         metrics = {path: entry["data"] for path, entry in exp["data"]["metrics"].items()}
-        methods = exp["data"]["params"]["params.yaml"]["data"]["attack"]["methods"]
+        attack = exp["data"]["params"]["params.yaml"]["data"]["attack"]
+        methods = [*attack["methods"], *(["worst_case"] if attack["ensemble"] else [])]
         assert set(metrics["metrics/attack_time.json"]) == set(methods)
         assert set(methods) <= set(metrics["metrics/attack.json"])
         train = metrics["metrics/train_time.json"]
