@@ -86,7 +86,7 @@ def test_compare_shows_both_experiments_as_markdown_and_as_an_offline_page(two_e
                 "--html", "compare.html").splitlines()
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     assert header == ["experiment", "train.lr", "train.weight_decay", "val_acc", "test_acc",
-                      "fgsm@0.1", "train_s"]
+                      "fgsm@0.1", "worst_case@0.1", "train_s"]  # worst case: attack.ensemble
     rows = {cells[0]: cells for cells in ([c.strip() for c in line.strip("|").split("|")]
                                           for line in lines[2:])}
     assert set(rows) == {f"lr-{lr}" for lr in LEARNING_RATES}
