@@ -90,17 +90,18 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: i
 
 
 def adversarial_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                      cfg: Train) -> torch.Tensor:
+                      cfg: Train, start: torch.Tensor | None = None) -> torch.Tensor:
     """The training batch for cfg.adversarial: x itself for `none`; FGSM from a random start
     with step 1.25 * eps for `fgsm_rs` (Wong, Rice and Kolter 2020); PGD with cfg.adv_steps
     steps of 2.5 * eps / steps from a random start for `pgd` (Madry et al. 2018).
 
     The examples are made with the model in eval mode (as TRADES does), so the attack does
     not update BatchNorm's running statistics and the model is left in the mode it was in.
-    The random start draws from the global generator, which train_epoch seeds per epoch."""
+    `start` is the random start (uniform_start's noise); None draws it from the global
+    generator. train_epoch passes its rank's slice of the global batch's noise."""
     if cfg.adversarial == "none":
         return x
-    start = uniform_start(x)
+    start = uniform_start(x) if start is None else start
     if cfg.adversarial == "fgsm_rs":
         return pgd(model, x, y, cfg.adv_eps, 1, 1.25 * cfg.adv_eps, start).detach()
     return pgd(model, x, y, cfg.adv_eps, cfg.adv_steps, 2.5 * cfg.adv_eps / cfg.adv_steps,

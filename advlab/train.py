@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -10,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from advlab.attacks import adversarial_batch
+from advlab.attacks import adversarial_batch, uniform_start
 from advlab.data import ImageSet, batches, to_float
 from advlab.device import autocast
 from advlab.distributed import SINGLE, Ranks, mean_across_ranks, unwrap
@@ -45,22 +46,65 @@ def make_optimizer(model: nn.Module, cfg: Train) -> torch.optim.Optimizer:
     return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def augment(x: torch.Tensor) -> torch.Tensor:
-    """Random crop after 4-pixel zero padding, and random horizontal flip, per image."""
+@dataclass(frozen=True)
+class BatchNoise:
+    """The random numbers of one batch: crop offsets, flips and the adversarial random start.
+
+    Under DDP every rank draws the noise of the whole global batch from the same generator and
+    keeps its own slice (`local`), so each image gets the noise a single process would give it.
+    """
+
+    shifts: torch.Tensor | None  # (n, 2) int64 crop offsets in [0, 8]: rows, columns
+    flips: torch.Tensor | None  # (n,) bool
+    start: torch.Tensor | None  # (n, C, H, W) uniform in [-1, 1]: x + eps * start
+
+    def local(self, ranks: Ranks) -> BatchNoise:
+        if ranks.world == 1:
+            return self
+        return BatchNoise(*(None if t is None else t[ranks.rank :: ranks.world]
+                            for t in (self.shifts, self.flips, self.start)))
+
+
+def draw_noise(n: int, shape: tuple[int, ...], cfg: Train,
+               generator: torch.Generator) -> BatchNoise:
+    """Noise for n images of `shape` (C, H, W) on the generator's device; only what cfg uses."""
+    device = generator.device
+    shifts = flips = start = None
+    if cfg.augment:
+        shifts = torch.randint(0, 9, (n, 2), generator=generator, device=device)
+        flips = torch.rand(n, generator=generator, device=device) < 0.5
+    if cfg.adversarial != "none":
+        start = uniform_start(torch.empty(n, *shape, device=device), generator)
+    return BatchNoise(shifts, flips, start)
+
+
+def augment(x: torch.Tensor, shifts: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+    """Crop after 4-pixel zero padding at `shifts`, then a horizontal flip where `flips`."""
     n, _, h, w = x.shape
     padded = F.pad(x, (4, 4, 4, 4))
-    dy, dx = torch.randint(0, 9, (2, n, 1), device=x.device).unbind(0)
+    dy, dx = shifts.T[:, :, None]
     rows = (dy + torch.arange(h, device=x.device))[:, :, None]
     cols = (dx + torch.arange(w, device=x.device))[:, None, :]
     cropped = padded[torch.arange(n, device=x.device)[:, None, None], :, rows, cols]
     cropped = cropped.permute(0, 3, 1, 2)
-    flip = torch.rand(n, 1, 1, 1, device=x.device) < 0.5
-    return torch.where(flip, cropped.flip(3), cropped)
+    return torch.where(flips[:, None, None, None], cropped.flip(3), cropped)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
     """Every epoch draws from its own seed, so a run resumed at an epoch boundary is identical."""
     return seed * 1_000_003 + epoch
+
+
+def derived_seed(seed: int, stream: str) -> int:
+    """A seed for one named random stream of an epoch, independent of the epoch seed's."""
+    digest = hashlib.blake2b(f"{seed}/{stream}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1  # torch.manual_seed takes < 2**63 safely
+
+
+def dropout_seed(seed: int, ranks: Ranks) -> int:
+    """Dropout draws inside the model, so it cannot be sliced like BatchNoise: each rank has its
+    own stream. Rank 0 keeps the epoch seed, so one process draws what it always drew."""
+    return seed if ranks.rank == 0 else derived_seed(seed, f"dropout rank {ranks.rank}")
 
 
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: ImageSet,
@@ -72,8 +116,9 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: ImageS
     gradient of the whole batch's mean loss. A last batch smaller than the world is dropped.
     """
     device = data.images.device
-    torch.manual_seed(seed)  # dropout and augmentation
+    torch.manual_seed(dropout_seed(seed, ranks))
     order = torch.Generator().manual_seed(seed)
+    noise = torch.Generator(device=device).manual_seed(derived_seed(seed, "batch noise"))
     model.train()
     losses = []
     for step, index in enumerate(batches(len(data), cfg.batch_size, order, device=device), 1):
@@ -81,9 +126,10 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: ImageS
             break
         local = index[ranks.rank :: ranks.world] if ranks.world > 1 else index
         x = to_float(data.images[local])
+        drawn = draw_noise(len(index), data.shape, cfg, noise).local(ranks)
         if cfg.augment:
-            x = augment(x)
-        x = adversarial_batch(unwrap(model), x, data.labels[local], cfg)  # x for `none`
+            x = augment(x, drawn.shifts, drawn.flips)
+        x = adversarial_batch(unwrap(model), x, data.labels[local], cfg, drawn.start)
         with autocast(device):
             loss = F.cross_entropy(model(x), data.labels[local])
         weighted = loss * (len(local) * ranks.world / len(index)) if ranks.world > 1 else loss

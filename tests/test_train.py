@@ -44,7 +44,7 @@ def test_confusion_matrix_counts_actual_by_predicted():
 def test_augment_keeps_shape_range_and_content():
     torch.manual_seed(0)
     x = torch.rand(16, 3, 32, 32)
-    y = augment(x)
+    y = augment(x, torch.randint(0, 9, (16, 2)), torch.rand(16) < 0.5)
     assert y.shape == x.shape and 0 <= y.min() and y.max() <= 1
     centre = y[:, :, 4:28, 4:28]  # a crop shifted by at most 4 pixels keeps the centre's pixels
     assert centre.sum() > 0
