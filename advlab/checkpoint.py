@@ -21,7 +21,7 @@ from torch import nn
 import advlab
 from advlab.data import ImageSet
 from advlab.datasets import md5
-from advlab.distributed import SINGLE, Ranks
+from advlab.distributed import SINGLE, Ranks, unwrap
 from advlab.io import load_torch, save_torch
 from advlab.params import Params, Train
 from advlab.train import EpochResult, fit
@@ -31,9 +31,13 @@ VERSION = 1
 TRAIN_PARAMS = ("base", "train", "evaluate.batch_size")
 
 
-def run_inputs(params: Params, files: Sequence[Path], device: torch.device) -> dict[str, object]:
+def run_inputs(params: Params, files: Sequence[Path], device: torch.device,
+               processes: int = 1) -> dict[str, object]:
     """Everything that determines a training run, as flat key -> value: the train params, the
-    md5 of `files` (data splits, stage script) and of advlab's modules, torch and the device."""
+    md5 of `files` (data splits, stage script) and of advlab's modules, torch, the device and
+    the number of processes. That number is not always train.gpus (torchrun started by hand),
+    and a run on N ranks differs from one on 1 (per-rank dropout and BatchNorm statistics on
+    CPU, the all-reduce's rounding), so a checkpoint is resumed only with as many processes."""
     inputs: dict[str, object] = {}
     for key in TRAIN_PARAMS:
         value: object = params
@@ -49,6 +53,7 @@ def run_inputs(params: Params, files: Sequence[Path], device: torch.device) -> d
         inputs[f"md5 {name}"] = md5(path)
     inputs["torch"] = str(torch.__version__)  # a TorchVersion, which weights_only refuses
     inputs["device"] = device.type
+    inputs["processes"] = processes
     return inputs
 
 
@@ -65,8 +70,8 @@ def save_checkpoint(path: Path, inputs: dict[str, object], model: nn.Module,
 def restore(path: Path, inputs: dict[str, object], model: nn.Module,
             optimizer: torch.optim.Optimizer, log: Callable[[str], None] = print
             ) -> list[EpochResult]:
-    """Loads the checkpoint into model and optimizer if it is from this run; returns the epochs
-    it completed ([] for a fresh start)."""
+    """Loads the checkpoint into model (unwrapped from DDP) and optimizer if it is from this run;
+    returns the epochs it completed ([] for a fresh start)."""
     if not path.is_file():
         return []
     try:
@@ -84,7 +89,7 @@ def restore(path: Path, inputs: dict[str, object], model: nn.Module,
         log(f"train: the checkpoint {path} is from different params, data or code "
             f"({shown} changed); starting fresh")
         return []
-    model.load_state_dict(blob["model"])
+    unwrap(model).load_state_dict(blob["model"])
     optimizer.load_state_dict(blob["optimizer"])
     return [EpochResult(**r) for r in blob["history"]]
 
@@ -113,7 +118,7 @@ def fit_resumable(path: Path, inputs: dict[str, object], model: nn.Module,
 
     def checkpoint(result: EpochResult) -> None:
         if ranks.is_main:
-            save_checkpoint(path, inputs, model, optimizer, [*history, result])
+            save_checkpoint(path, inputs, unwrap(model), optimizer, [*history, result])
         history.append(result)  # only now is the epoch saved
         if on_epoch is not None:
             on_epoch(result)

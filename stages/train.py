@@ -26,11 +26,14 @@ from advlab.train import make_optimizer, model_config
 
 def main(args: argparse.Namespace) -> None:
     params = load_params()
-    if params.train.gpus > 1 and not distributed.launched_by_torchrun():
-        sys.exit(subprocess.call(distributed.torchrun_command(params.train.gpus, sys.argv)))
     device = pick_device(params.base.device)
+    by_torchrun = distributed.launched_by_torchrun()
+    processes = distributed.torchrun_world() if by_torchrun else params.train.gpus
+    distributed.check_processes(device, processes, params.base.device)
+    if processes > 1 and not by_torchrun:
+        sys.exit(subprocess.call(distributed.torchrun_command(processes, sys.argv)))
     ranks = distributed.SINGLE
-    if distributed.launched_by_torchrun():
+    if by_torchrun:
         ranks, device = distributed.join(device)
     log = print if ranks.is_main else lambda *_: None
     splits = load_splits(args.splits, ("train", "val"))
@@ -46,7 +49,7 @@ def main(args: argparse.Namespace) -> None:
 
     writer = open_writer(args.tensorboard) if ranks.is_main else None
     inputs = run_inputs(params, [args.splits / "train.pt", args.splits / "val.pt",
-                                 Path(__file__)], device)
+                                 Path(__file__)], device, ranks.world)
     trained = distributed.wrap(model, ranks, device)
     history = fit_resumable(args.checkpoint, inputs, trained,
                             make_optimizer(trained, params.train), train_set, val_set,
