@@ -16,8 +16,7 @@ accuracy at eps = 0 is the test accuracy exactly.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,22 +25,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from advlab.data import ImageSet, batches, to_float
-from advlab.device import autocast
+from advlab.device import evaluating, no_tf32
 from advlab.evaluate import predict_logits
 from advlab.io import write_csv, write_json
 from advlab.params import Pgd, Train
-
-
-@contextlib.contextmanager
-def no_tf32() -> Iterator[None]:
-    """Full fp32 matmuls and convolutions for the block: pick_device turns TF32 on for CUDA,
-    whose 10-bit mantissa could flip the sign of small gradient entries."""
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def fgsm_gradient_sign(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -111,7 +98,7 @@ def adversarial_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
 @torch.inference_mode()
 def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Logits in the same precision context as evaluate.predict_logits."""
-    with autocast(x.device):
+    with evaluating(model, x.device):
         return model(x).float()
 
 

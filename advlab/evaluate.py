@@ -10,17 +10,18 @@ import torch
 from torch import nn
 
 from advlab.data import ImageSet, batches, to_float
-from advlab.device import autocast
+from advlab.device import evaluating
 
 
 @torch.inference_mode()
 def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """float32 logits (N, classes) for uint8 images, on the images' device."""
+    """float32 logits (N, classes) for uint8 images, on the images' device, in the model's
+    precision with its last layer in fp32 (models.LabCNN) and reproducible cuDNN."""
     was_training = model.training
     model.eval()
     device = images.device
     out = []
-    with autocast(device):
+    with evaluating(model, device):
         for index in batches(len(images), batch_size, device=device):
             out.append(model(to_float(images[index])).float())
     model.train(was_training)

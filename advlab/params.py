@@ -16,6 +16,7 @@ MODELS = ("lab_cnn",)
 OFFICIAL_TRAIN_SIZE = {"cifar10": 50_000, "fashion_mnist": 60_000}  # images, verified files
 ADVERSARIAL = ("none", "fgsm_rs", "pgd")  # train.adversarial
 METHODS = ("fgsm", "pgd")  # attack.methods
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # base.precision
 
 
 class ParamsError(ValueError):
@@ -31,6 +32,7 @@ def _check(ok: bool, key: str, value: object, allowed: str) -> None:
 class Base:
     seed: int = 0
     device: str = "auto"
+    precision: str = "auto"
 
     def validate(self, prefix: str) -> None:
         _check(self.seed >= 0, f"{prefix}.seed", self.seed, "an integer >= 0")
@@ -38,6 +40,8 @@ class Base:
             self.device.startswith("cuda:") and self.device[5:].isdigit()
         )
         _check(ok, f"{prefix}.device", self.device, "auto, cpu, cuda, cuda:N or mps")
+        _check(self.precision in PRECISIONS, f"{prefix}.precision", self.precision,
+               " | ".join(PRECISIONS))
 
 
 @dataclass(frozen=True)

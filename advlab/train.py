@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from advlab.attacks import adversarial_batch, uniform_start
 from advlab.data import ImageSet, batches, to_float
-from advlab.device import autocast
+from advlab.device import autocast, gradient_scaler
 from advlab.distributed import SINGLE, Ranks, mean_across_ranks, unwrap
 from advlab.evaluate import accuracy
 from advlab.models import ModelConfig
@@ -108,14 +108,17 @@ def dropout_seed(seed: int, ranks: Ranks) -> int:
 
 
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: ImageSet,
-                cfg: Train, seed: int, bar: tqdm, ranks: Ranks = SINGLE) -> torch.Tensor:
+                cfg: Train, seed: int, bar: tqdm, ranks: Ranks = SINGLE,
+                scaler: torch.amp.GradScaler | None = None) -> torch.Tensor:
     """One pass over `data` (on the model's device); returns this rank's per-step losses.
 
     With several ranks each takes its slice of every global batch of cfg.batch_size images,
     and its loss is weighted by its share of the batch, so DDP's gradient average is the
     gradient of the whole batch's mean loss. A last batch smaller than the world is dropped.
+    `scaler` scales fp16 losses (fit keeps one across epochs; None: one for this epoch).
     """
     device = data.images.device
+    scaler = scaler or gradient_scaler(unwrap(model), device)
     torch.manual_seed(dropout_seed(seed, ranks))
     order = torch.Generator().manual_seed(seed)
     noise = torch.Generator(device=device).manual_seed(derived_seed(seed, "batch noise"))
@@ -130,12 +133,13 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: ImageS
         if cfg.augment:
             x = augment(x, drawn.shifts, drawn.flips)
         x = adversarial_batch(unwrap(model), x, data.labels[local], cfg, drawn.start)
-        with autocast(device):
+        with autocast(unwrap(model), device):
             loss = F.cross_entropy(model(x), data.labels[local])
         weighted = loss * (len(local) * ranks.world / len(index)) if ranks.world > 1 else loss
         optimizer.zero_grad(set_to_none=True)
-        weighted.backward()
-        optimizer.step()
+        scaler.scale(weighted).backward()
+        scaler.step(optimizer)
+        scaler.update()
         losses.append(loss.detach())
         if step % PROGRESS_EVERY == 0:
             bar.set_postfix(loss=f"{torch.stack(losses[-PROGRESS_EVERY:]).mean().item():.4f}")
@@ -154,11 +158,12 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, train_set: ImageSet,
     """
     results = []
     steps = -(-len(train_set) // cfg.batch_size)
+    scaler = gradient_scaler(unwrap(model), train_set.images.device)
     for epoch in range(start_epoch, cfg.epochs + 1):
         with tqdm(total=steps, desc=f"epoch {epoch}/{cfg.epochs}", unit="step",
                   dynamic_ncols=True, disable=not ranks.is_main) as bar:
             losses = train_epoch(model, optimizer, train_set, cfg, epoch_seed(seed, epoch), bar,
-                                 ranks)
+                                 ranks, scaler)
             losses = mean_across_ranks(losses, ranks)
             val_acc = accuracy(unwrap(model), val_set, eval_batch_size)
             result = EpochResult(epoch, losses.mean().item(), val_acc.item(), losses.cpu())

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from advlab.data import ImageSet
 from advlab.datasets import synthetic_images
-from advlab.device import pick_device, prepare_model
+from advlab.device import pick_device, pick_precision, prepare_model
 from advlab.evaluate import classification_report
 from advlab.models import build_model
 from advlab.params import Attack, Evaluate, Train
@@ -272,7 +272,8 @@ class Bench:
         self.forward_flops = flops(lambda: initial(torch.rand(1, *self.train_cpu.shape)))
         # the lab's model: .to(device); the project's: prepare_model. Same initial weights.
         self.lab_model = copy.deepcopy(initial).to(device)
-        self.project_model = prepare_model(copy.deepcopy(initial), device)
+        self.project_model = prepare_model(copy.deepcopy(initial), device,
+                                           pick_precision("auto", device))
         self.lab_train_set, self.lab_test_set = LabCIFAR(self.train_cpu), LabCIFAR(self.test_cpu)
         self.train_set, self.test_set = self.train_cpu.to(device), self.test_cpu.to(device)
         self.lab_list: list | None = None

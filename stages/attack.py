@@ -5,7 +5,7 @@ import argparse
 
 from advlab.attacks import save_metrics, sweep
 from advlab.data import load_splits
-from advlab.device import pick_device, prepare_model
+from advlab.device import pick_device, pick_precision, prepare_model
 from advlab.figures import fgsm_examples, save_png
 from advlab.models import load_model
 from advlab.params import load_params
@@ -17,7 +17,9 @@ def main(args: argparse.Namespace) -> None:
     params = load_params()
     device = pick_device(params.base.device)
     test_set = load_splits(args.splits, ("test",))["test"].to(device)
-    model = prepare_model(load_model(args.model, device), device)  # as in test: eps 0 matches
+    precision = pick_precision(params.base.precision, device)
+    # as in the test stage, so that accuracy at eps 0 equals the test accuracy exactly
+    model = prepare_model(load_model(args.model, device), device, precision)
     results = []
     for method in params.attack.methods:
         result = sweep(model, test_set, params.attack.epsilons, params.evaluate.batch_size,

@@ -3,7 +3,7 @@
 import argparse
 
 from advlab.data import load_splits
-from advlab.device import pick_device, prepare_model
+from advlab.device import pick_device, pick_precision, prepare_model
 from advlab.evaluate import classification_report
 from advlab.io import write_csv, write_json
 from advlab.models import load_model
@@ -16,7 +16,8 @@ def main(args: argparse.Namespace) -> None:
     params = load_params()
     device = pick_device(params.base.device)
     test_set = load_splits(args.splits, ("test",))["test"].to(device)
-    model = prepare_model(load_model(args.model, device), device)
+    precision = pick_precision(params.base.precision, device)
+    model = prepare_model(load_model(args.model, device), device, precision)
     report = classification_report(model, test_set, params.evaluate.batch_size)
     print(f"test: accuracy {report['accuracy']:.4f} on {report['images']} images")
 

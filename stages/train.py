@@ -15,7 +15,7 @@ import torch
 from advlab import distributed
 from advlab.checkpoint import fit_resumable, run_inputs
 from advlab.data import load_splits, to_float
-from advlab.device import pick_device, prepare_model
+from advlab.device import pick_device, pick_precision, prepare_model
 from advlab.io import write_csv, write_json
 from advlab.models import build_model, format_parameter_table, parameter_table, save_model
 from advlab.params import load_params
@@ -40,9 +40,10 @@ def main(args: argparse.Namespace) -> None:
     train_set, val_set = splits["train"].to(device), splits["val"].to(device)
 
     torch.manual_seed(params.base.seed)
-    model = prepare_model(build_model(model_config(params.train.model, splits["train"])), device)
+    model = prepare_model(build_model(model_config(params.train.model, splits["train"])), device,
+                          pick_precision(params.base.precision, device))
     rows = parameter_table(model)
-    log(f"train: {params.train.model} on {device}"
+    log(f"train: {params.train.model} on {device} in {str(model.precision).removeprefix('torch.')}"
         + (f" x {ranks.world} ranks" if ranks.world > 1 else "")
         + ", parameters by the lab's Table 1.3:")
     log(format_parameter_table(rows))
