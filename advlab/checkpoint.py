@@ -23,7 +23,7 @@ from advlab.data import ImageSet
 from advlab.datasets import md5
 from advlab.distributed import SINGLE, Ranks, unwrap
 from advlab.io import load_torch, save_torch
-from advlab.params import Params, Train
+from advlab.params import Params, Section, Train
 from advlab.train import EpochResult, fit
 
 VERSION = 1
@@ -43,8 +43,8 @@ def run_inputs(params: Params, files: Sequence[Path], device: torch.device,
         value: object = params
         for part in key.split("."):
             value = getattr(value, part)
-        if dataclasses.is_dataclass(value):
-            inputs.update({f"{key}.{k}": v for k, v in dataclasses.asdict(value).items()})
+        if isinstance(value, Section):
+            inputs.update({f"{key}.{k}": v for k, v in value.model_dump().items()})
         else:
             inputs[key] = value
     package = Path(advlab.__file__).parent

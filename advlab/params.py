@@ -1,15 +1,30 @@
-"""The one typed view of params.yaml: parsed and validated once, then passed around frozen."""
+"""The one typed view of params.yaml: parsed and validated once, then passed around frozen.
+
+One pydantic model per section. Each field's `description` says what it allows; the same text
+ends the one-line error for a bad value and is the hover text of the JSON schema
+(`python -m advlab.params --schema` writes params.schema.json, which params.yaml points at).
+"""
 
 from __future__ import annotations
 
-import dataclasses
-import math
-import types
-import typing
-from dataclasses import dataclass, field
+import argparse
+import json
+import re
+import sys
 from pathlib import Path
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 DATASETS = ("cifar10", "fashion_mnist", "synthetic")
 MODELS = ("lab_cnn",)
@@ -17,203 +32,211 @@ OFFICIAL_TRAIN_SIZE = {"cifar10": 50_000, "fashion_mnist": 60_000}  # images, ve
 ADVERSARIAL = ("none", "fgsm_rs", "pgd")  # train.adversarial
 METHODS = ("fgsm", "pgd")  # attack.methods
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # base.precision
+DEVICE = re.compile(r"^(auto|cpu|cuda|mps|cuda:\d+)$")
+SCHEMA_FILE = "params.schema.json"
 
 
 class ParamsError(ValueError):
     """A key of params.yaml is missing, unknown or holds a value that is not allowed."""
 
 
-def _check(ok: bool, key: str, value: object, allowed: str) -> None:
-    if not ok:
-        raise ParamsError(f"params: {key} = {value!r} is not allowed; expected {allowed}")
+class Rule(ValueError):
+    """Raised by a validator that checks several fields of a section: names them and the value."""
+
+    def __init__(self, keys: tuple[str, ...], value: object, allowed: str):
+        super().__init__(allowed)
+        self.keys, self.value, self.allowed = keys, value, allowed
 
 
-@dataclass(frozen=True)
-class Base:
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "auto"
-
-    def validate(self, prefix: str) -> None:
-        _check(self.seed >= 0, f"{prefix}.seed", self.seed, "an integer >= 0")
-        ok = self.device in ("auto", "cpu", "cuda", "mps") or (
-            self.device.startswith("cuda:") and self.device[5:].isdigit()
-        )
-        _check(ok, f"{prefix}.device", self.device, "auto, cpu, cuda, cuda:N or mps")
-        _check(self.precision in PRECISIONS, f"{prefix}.precision", self.precision,
-               " | ".join(PRECISIONS))
+def _yaml_number(value: object) -> object:
+    """YAML 1.1 reads 1e-3 (no dot) as a string; accept what float() accepts."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
 
 
-@dataclass(frozen=True)
-class Data:
-    dataset: str = "cifar10"
-    source: str | None = None
-    verify: bool = True
-    train_size: int = 40_000
-    val_size: int = 10_000
-    synthetic_train: int = 50_000
-    synthetic_test: int = 10_000
+def _bounds(gt: float | None, ge: float | None, le: float | None) -> str:
+    if ge is not None and le is not None:
+        return f" in [{ge:g}, {le:g}]"
+    return f" > {gt:g}" if gt is not None else f" >= {ge:g}" if ge is not None else ""
 
-    def validate(self, prefix: str) -> None:
-        _check(self.dataset in DATASETS, f"{prefix}.dataset", self.dataset, " | ".join(DATASETS))
-        for name in ("train_size", "val_size", "synthetic_train", "synthetic_test"):
-            value = getattr(self, name)
-            _check(value > 0, f"{prefix}.{name}", value, "an integer > 0")
-        # The official training set's size is known here for synthetic data and for verified
-        # official files; other data (verify: false) is checked by the split stage.
+
+def integer(*, gt: int | None = None, ge: int | None = None) -> Any:
+    """An int field (booleans and 2.5 refused) with its bounds and their description."""
+    return Annotated[int, Strict(), Field(gt=gt, ge=ge,
+                                          description=f"an integer{_bounds(gt, ge, None)}")]
+
+
+def number(*, gt: float | None = None, ge: float | None = None, le: float | None = None,
+           finite: bool = False) -> Any:
+    """A float field: ints and YAML 1.1 exponent strings accepted, booleans refused."""
+    kind = "a finite number" if finite else "a number"
+    return Annotated[float, Strict(),
+                     Field(gt=gt, ge=ge, le=le, allow_inf_nan=not finite,
+                           description=f"{kind}{_bounds(gt, ge, le)}"),
+                     BeforeValidator(_yaml_number)]
+
+
+def choice(options: tuple[str, ...]) -> Any:
+    return Annotated[Literal[options], Field(description=" | ".join(options))]
+
+
+def distinct_list(item: Any, description: str) -> Any:
+    """A non-empty list (a tuple once parsed) of distinct items."""
+    return Annotated[tuple[item, ...], Field(min_length=1, description=description,
+                                             json_schema_extra={"uniqueItems": True})]
+
+
+Flag = Annotated[bool, Strict(), Field(description="true or false")]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Base(Section):
+    seed: integer(ge=0) = 0
+    device: Annotated[str, Strict(), Field(
+        description="auto, cpu, cuda, cuda:N or mps", json_schema_extra={"pattern": DEVICE.pattern}
+    )] = "auto"
+    precision: choice(PRECISIONS) = "auto"
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if not DEVICE.match(value):
+            raise ValueError(cls.model_fields["device"].description)
+        return value
+
+
+class Data(Section):
+    dataset: choice(DATASETS) = "cifar10"
+    source: Annotated[str | None, Strict(), Field(
+        description="a folder (a string) or null")] = None
+    verify: Flag = True
+    train_size: integer(gt=0) = 40_000
+    val_size: integer(gt=0) = 10_000
+    synthetic_train: integer(gt=0) = 50_000
+    synthetic_test: integer(gt=0) = 10_000
+
+    @model_validator(mode="after")
+    def _split_fits(self) -> Data:
+        """The official training set's size is known here for synthetic data and for verified
+        official files; other data (verify: false) is checked by the split stage."""
         if self.dataset == "synthetic":
-            available, what = self.synthetic_train, f"{prefix}.synthetic_train"
+            available, what = self.synthetic_train, "synthetic_train: the generated training set"
         elif self.verify:
             available, what = (OFFICIAL_TRAIN_SIZE[self.dataset],
                                f"images in the official {self.dataset} training set")
         else:
-            return
+            return self
         total = self.train_size + self.val_size
-        _check(total <= available, f"{prefix}.train_size + {prefix}.val_size", total,
-               f"<= {available} ({what}): train and validation images are drawn, disjoint, "
-               "from the official training set")
+        if total > available:
+            raise Rule(("train_size", "val_size"), total,
+                       f"<= {available} ({what}): train and validation images are drawn, "
+                       "disjoint, from the official training set")
+        return self
 
 
-@dataclass(frozen=True)
-class Train:
-    model: str = "lab_cnn"
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    augment: bool = False
-    gpus: int = 1
-    adversarial: str = "none"
-    adv_eps: float = 8 / 255
-    adv_steps: int = 7
+class Train(Section):
+    model: choice(MODELS) = "lab_cnn"
+    epochs: integer(gt=0) = 10
+    batch_size: integer(gt=0) = 32
+    lr: number(gt=0, finite=True) = 1e-3
+    weight_decay: number(ge=0) = 0.0
+    augment: Flag = False
+    gpus: integer(ge=1) = 1
+    adversarial: choice(ADVERSARIAL) = "none"
+    adv_eps: number(ge=0, le=1) = 8 / 255
+    adv_steps: integer(gt=0) = 7
 
-    def validate(self, prefix: str) -> None:
-        _check(self.gpus >= 1, f"{prefix}.gpus", self.gpus, "an integer >= 1")
-        _check(self.batch_size >= self.gpus, f"{prefix}.batch_size", self.batch_size,
-               f"an integer >= {prefix}.gpus ({self.gpus}): each process takes a slice of a batch")
-        _check(self.model in MODELS, f"{prefix}.model", self.model, " | ".join(MODELS))
-        _check(self.adversarial in ADVERSARIAL, f"{prefix}.adversarial", self.adversarial,
-               " | ".join(ADVERSARIAL))
-        _check(0 <= self.adv_eps <= 1, f"{prefix}.adv_eps", self.adv_eps, "a number in [0, 1]")
-        _check(self.adv_steps > 0, f"{prefix}.adv_steps", self.adv_steps, "an integer > 0")
-        _check(self.epochs > 0, f"{prefix}.epochs", self.epochs, "an integer > 0")
-        _check(self.batch_size > 0, f"{prefix}.batch_size", self.batch_size, "an integer > 0")
-        _check(0 < self.lr < math.inf, f"{prefix}.lr", self.lr, "a finite number > 0")
-        _check(self.weight_decay >= 0, f"{prefix}.weight_decay", self.weight_decay, "a number >= 0")
+    @model_validator(mode="after")
+    def _batch_splits(self) -> Train:
+        if self.batch_size < self.gpus:
+            raise Rule(("batch_size",), self.batch_size, f"an integer >= gpus ({self.gpus}): "
+                       "each process takes a slice of a batch")
+        return self
 
 
-@dataclass(frozen=True)
-class Evaluate:
-    batch_size: int = 1000
-
-    def validate(self, prefix: str) -> None:
-        _check(self.batch_size > 0, f"{prefix}.batch_size", self.batch_size, "an integer > 0")
+class Evaluate(Section):
+    batch_size: integer(gt=0) = 1000
 
 
-@dataclass(frozen=True)
-class Pgd:
-    steps: int = 10
-    step_scale: float = 2.5  # step size = step_scale * eps / steps
-    random_start: bool = True
-
-    def validate(self, prefix: str) -> None:
-        _check(self.steps > 0, f"{prefix}.steps", self.steps, "an integer > 0")
-        _check(0 < self.step_scale < math.inf, f"{prefix}.step_scale", self.step_scale,
-               "a finite number > 0")
+class Pgd(Section):
+    steps: integer(gt=0) = 10
+    step_scale: number(gt=0, finite=True) = 2.5  # step size = step_scale * eps / steps
+    random_start: Flag = True
 
 
-@dataclass(frozen=True)
-class Attack:
-    epsilons: tuple[float, ...] = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
-    methods: tuple[str, ...] = ("fgsm",)
-    pgd: Pgd = field(default_factory=Pgd)
+class Attack(Section):
+    epsilons: distinct_list(number(ge=0, le=1), "a non-empty list of distinct numbers in "
+                            "[0, 1] (each is a key of metrics/attack.json)"
+                            ) = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
+    methods: distinct_list(Literal[METHODS], "a non-empty list of distinct methods from "
+                           + ", ".join(METHODS)) = ("fgsm",)
+    pgd: Pgd = Pgd()
 
-    def validate(self, prefix: str) -> None:
-        allowed_methods = f"a non-empty list of distinct methods from {', '.join(METHODS)}"
-        _check(len(self.methods) > 0 and set(self.methods) <= set(METHODS)
-               and len(set(self.methods)) == len(self.methods),
-               f"{prefix}.methods", list(self.methods), allowed_methods)
-        self.pgd.validate(f"{prefix}.pgd")
-        allowed = "a non-empty list of numbers in [0, 1]"
-        _check(len(self.epsilons) > 0, f"{prefix}.epsilons", list(self.epsilons), allowed)
-        for eps in self.epsilons:
-            _check(0 <= eps <= 1, f"{prefix}.epsilons", list(self.epsilons), allowed)
-        _check(len(set(self.epsilons)) == len(self.epsilons), f"{prefix}.epsilons",
-               list(self.epsilons), "distinct values (each is a key of metrics/attack.json)")
+    @field_validator("epsilons", "methods")
+    @classmethod
+    def _distinct(cls, value: tuple, info: Any) -> tuple:
+        if len(set(value)) != len(value):
+            raise ValueError(cls.model_fields[info.field_name].description)
+        return value
 
 
-@dataclass(frozen=True)
-class Params:
-    base: Base = field(default_factory=Base)
-    data: Data = field(default_factory=Data)
-    train: Train = field(default_factory=Train)
-    evaluate: Evaluate = field(default_factory=Evaluate)
-    attack: Attack = field(default_factory=Attack)
-
-    def validate(self, prefix: str = "") -> None:
-        for f in dataclasses.fields(self):
-            getattr(self, f.name).validate(f.name)
+class Params(Section):
+    base: Base = Base()
+    data: Data = Data()
+    train: Train = Train()
+    evaluate: Evaluate = Evaluate()
+    attack: Attack = Attack()
 
     def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return self.model_dump()
 
 
-def _coerce(value: object, annotation: object, key: str) -> object:
-    """Checks one YAML value against a field's type; ints are accepted where floats are."""
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(annotation)
-        if value is None and type(None) in options:
-            return None
-        (annotation,) = [a for a in options if a is not type(None)]
-        origin = typing.get_origin(annotation)
-    if origin is tuple:
-        (item_type, _) = typing.get_args(annotation)
-        if not isinstance(value, list):
-            raise ParamsError(f"params: {key} = {value!r} is not allowed; expected a list")
-        return tuple(_coerce(v, item_type, key) for v in value)
-    if annotation is float and isinstance(value, (int, str)) and not isinstance(value, bool):
-        try:  # YAML 1.1 reads 1e-3 (no dot) as a string; accept what float() accepts
-            return float(value)
-        except ValueError:
-            pass
-    if annotation is int and isinstance(value, bool):
-        raise ParamsError(f"params: {key} = {value!r} is not allowed; expected an integer")
-    if not isinstance(value, annotation):  # type: ignore[arg-type]
-        expected = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
-        allowed = expected.get(annotation, annotation)  # type: ignore[call-overload]
-        raise ParamsError(f"params: {key} = {value!r} is not allowed; expected {allowed}")
-    return value
+def _field(loc: tuple) -> tuple[str, type[BaseModel], Any]:
+    """The dotted key an error location names, the section holding it and its field (None for
+    a section or the whole file). List indexes and union branches are not keys."""
+    model: type[BaseModel] = Params
+    keys: list[str] = []
+    field = None
+    for part in loc:
+        if field is None and isinstance(part, str) and part in model.model_fields:
+            keys.append(part)
+            field = model.model_fields[part]
+            if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+                model, field = field.annotation, None
+    return ".".join(keys), model, field
 
 
-def _build(cls: type, raw: object, prefix: str) -> object:
-    if not isinstance(raw, dict):
-        raise ParamsError(f"params: {prefix or 'the file'} = {raw!r} is not allowed; expected a "
-                          "mapping of keys to values")
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        where = f"{prefix}." if prefix else ""
-        raise ParamsError(
-            f"params: unknown key {where}{unknown[0]}; known keys: {', '.join(sorted(known))}"
-        )
-    values = {}
-    for name, value in raw.items():
-        key = f"{prefix}.{name}" if prefix else name
-        if dataclasses.is_dataclass(hints[name]):
-            values[name] = _build(hints[name], value, key)
-        else:
-            values[name] = _coerce(value, hints[name], key)
-    return cls(**values)
+def _message(error: dict) -> str:
+    """One line for pydantic's first error: the key, the value and what is allowed."""
+    key, model, field = _field(error["loc"])
+    value = error["input"]
+    if error["type"] == "extra_forbidden":
+        unknown = f"{key}.{error['loc'][-1]}" if key else error["loc"][-1]
+        return f"unknown key {unknown}; known keys: {', '.join(sorted(model.model_fields))}"
+    cause = error.get("ctx", {}).get("error")
+    if isinstance(cause, Rule):
+        key = " + ".join(f"{key}.{name}" for name in cause.keys)
+        value, allowed = cause.value, cause.allowed
+    elif field is not None:
+        allowed = field.description
+    else:
+        allowed = "a mapping of keys to values"
+    return f"{key or 'the file'} = {value!r} is not allowed; expected {allowed}"
 
 
 def parse_params(raw: object) -> Params:
     """Builds and validates Params from a parsed YAML mapping; missing keys take defaults."""
-    params = _build(Params, raw, "")
-    assert isinstance(params, Params)
-    params.validate()
-    return params
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        raise ParamsError(f"params: {_message(err.errors()[0])}") from None
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -225,3 +248,33 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     except yaml.YAMLError as err:
         raise ParamsError(f"params: {path} is not valid YAML: {err}") from None
     return parse_params(raw or {})
+
+
+def schema_text() -> str:
+    """The JSON schema of params.yaml, as committed in params.schema.json."""
+    schema = Params.model_json_schema()
+    schema["title"] = "advlab params.yaml"
+    return json.dumps(schema, indent=2) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Check params.yaml or write its JSON schema.")
+    parser.add_argument("--schema", action="store_true",
+                        help=f"write the JSON schema of params.yaml to {SCHEMA_FILE}")
+    parser.add_argument("path", nargs="?", default="params.yaml", help="params file to check")
+    args = parser.parse_args(argv)
+    if args.schema:
+        Path(SCHEMA_FILE).write_text(schema_text())
+        print(f"params: wrote {SCHEMA_FILE}")
+        return 0
+    try:
+        load_params(args.path)
+    except ParamsError as err:
+        print(err, file=sys.stderr)
+        return 1
+    print(f"params: {args.path} is valid")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -17,7 +17,8 @@ from advlab.params import Data
 
 
 def test_synthetic_data_round_trips_through_the_cifar_loader(tmp_path):
-    fetch(tmp_path, Data(dataset="synthetic", synthetic_train=500, synthetic_test=100))
+    fetch(tmp_path, Data(dataset="synthetic", synthetic_train=500, synthetic_test=100,
+                         train_size=400, val_size=100))
     assert sorted(p.name for p in (tmp_path / CIFAR_DIR).iterdir()) == [
         "batches.meta", *[f"data_batch_{i}" for i in range(1, 6)], "test_batch"]
     train, test = read_raw(tmp_path, "synthetic", verify=True)
@@ -70,7 +71,8 @@ def test_offline_without_archive_fails_fast_with_what_to_do(tmp_path, monkeypatc
 
 def test_fetch_removes_other_datasets_files(tmp_path):
     (tmp_path / "FashionMNIST").mkdir()
-    fetch(tmp_path, Data(dataset="synthetic", synthetic_train=50, synthetic_test=10))
+    fetch(tmp_path, Data(dataset="synthetic", synthetic_train=50, synthetic_test=10,
+                         train_size=40, val_size=10))
     assert not (tmp_path / "FashionMNIST").exists()
 
 
