@@ -162,7 +162,8 @@ class Train(Section):
 
 
 class Evaluate(Section):
-    batch_size: integer(gt=0) = 1000
+    batch_size: Annotated[Literal["auto"] | Annotated[int, Strict(), Field(gt=0)],
+                          Field(description="auto or an integer > 0")] = "auto"
 
 
 class Pgd(Section):

@@ -6,6 +6,7 @@ import argparse
 from advlab.attacks import save_metrics, sweep
 from advlab.data import load_splits
 from advlab.device import pick_device, pick_precision, prepare_model
+from advlab.evaluate import evaluation_batch_size
 from advlab.figures import fgsm_examples, save_png
 from advlab.models import load_model
 from advlab.params import load_params
@@ -18,11 +19,12 @@ def main(args: argparse.Namespace) -> None:
     device = pick_device(params.base.device)
     test_set = load_splits(args.splits, ("test",))["test"].to(device)
     precision = pick_precision(params.base.precision, device)
+    batch_size = evaluation_batch_size(params.evaluate.batch_size, device)
     # as in the test stage, so that accuracy at eps 0 equals the test accuracy exactly
     model = prepare_model(load_model(args.model, device), device, precision)
     results = []
     for method in params.attack.methods:
-        result = sweep(model, test_set, params.attack.epsilons, params.evaluate.batch_size,
+        result = sweep(model, test_set, params.attack.epsilons, batch_size,
                        method, params.attack.pgd, params.base.seed)
         for row in result.rows():
             print(f"attack: {method:<4} eps {row['epsilon']:<5g} accuracy {row['accuracy']:.4f}"

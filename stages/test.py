@@ -4,7 +4,7 @@ import argparse
 
 from advlab.data import load_splits
 from advlab.device import pick_device, pick_precision, prepare_model
-from advlab.evaluate import classification_report
+from advlab.evaluate import classification_report, evaluation_batch_size
 from advlab.io import write_csv, write_json
 from advlab.models import load_model
 from advlab.params import load_params
@@ -17,8 +17,9 @@ def main(args: argparse.Namespace) -> None:
     device = pick_device(params.base.device)
     test_set = load_splits(args.splits, ("test",))["test"].to(device)
     precision = pick_precision(params.base.precision, device)
+    batch_size = evaluation_batch_size(params.evaluate.batch_size, device)
     model = prepare_model(load_model(args.model, device), device, precision)
-    report = classification_report(model, test_set, params.evaluate.batch_size)
+    report = classification_report(model, test_set, batch_size)
     print(f"test: accuracy {report['accuracy']:.4f} on {report['images']} images")
 
     names = test_set.classes

@@ -16,6 +16,7 @@ from advlab import distributed
 from advlab.checkpoint import fit_resumable, run_inputs
 from advlab.data import load_splits, to_float
 from advlab.device import pick_device, pick_precision, prepare_model
+from advlab.evaluate import evaluation_batch_size
 from advlab.io import write_csv, write_json
 from advlab.models import build_model, format_parameter_table, parameter_table, save_model
 from advlab.params import load_params
@@ -54,7 +55,8 @@ def main(args: argparse.Namespace) -> None:
     trained = distributed.wrap(model, ranks, device)
     history = fit_resumable(args.checkpoint, inputs, trained,
                             make_optimizer(trained, params.train), train_set, val_set,
-                            params.train, params.base.seed, params.evaluate.batch_size,
+                            params.train, params.base.seed,
+                            evaluation_batch_size(params.evaluate.batch_size, device),
                             on_epoch=writer and partial(log_epoch, writer), log=log, ranks=ranks)
     if not distributed.weights_identical_across_ranks(trained, ranks):
         raise RuntimeError("the ranks' weights differ after training")
