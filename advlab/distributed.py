@@ -81,10 +81,14 @@ def wrap(model: nn.Module, ranks: Ranks, device: torch.device) -> nn.Module:
     """DDP around the model when there are several ranks (SyncBatchNorm where supported)."""
     if ranks.world == 1:
         return model
-    if device.type == "cuda":  # SyncBatchNorm runs on GPUs only; on CPU BatchNorm stays per rank
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if device.type != "cuda":  # SyncBatchNorm runs on GPUs only; on CPU BatchNorm stays per
+        return nn.parallel.DistributedDataParallel(model)  # rank, rank 0's buffers broadcast
+    # SyncBatchNorm's running statistics come from the global batch, so they are equal on every
+    # rank already: broadcasting them before each forward (DDP's default) would only add a
+    # collective per step.
     return nn.parallel.DistributedDataParallel(
-        model, device_ids=[device.index] if device.type == "cuda" else None)
+        nn.SyncBatchNorm.convert_sync_batchnorm(model), device_ids=[device.index],
+        broadcast_buffers=False)
 
 
 def unwrap(model: nn.Module) -> nn.Module:

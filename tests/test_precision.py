@@ -116,3 +116,21 @@ def test_training_runs_through_cpu_autocast(tiny_sets, dtype):
     assert torch.isfinite(losses).all()
     assert not torch.equal(losses, reference)  # autocast was on
     assert abs(losses.mean() - reference.mean()) < 0.1 * reference.mean()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_device_turns_on_autotuning_and_tf32():
+    saved = (torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.fp32_precision,
+             torch.backends.cudnn.conv.fp32_precision)
+    try:
+        device = advlab.device.pick_device("cuda")
+        assert torch.backends.cudnn.benchmark
+        assert torch.backends.cuda.matmul.fp32_precision == "tf32"
+        assert torch.backends.cudnn.conv.fp32_precision == "tf32"
+        native_bf16 = torch.cuda.get_device_capability(device) >= (8, 0)
+        assert pick_precision("auto", device) == (torch.bfloat16 if native_bf16 else torch.float16)
+    finally:
+        torch.backends.cudnn.benchmark = saved[0]
+        torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision = \
+            saved[1:]
