@@ -18,10 +18,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-import advlab
+from advlab.closure import import_closure
 from advlab.data import ImageSet
 from advlab.datasets import md5
 from advlab.distributed import SINGLE, Ranks, unwrap
+from advlab.errors import BadFileError
 from advlab.io import load_torch, save_torch
 from advlab.params import Params, Section, Train
 from advlab.train import EpochResult, fit
@@ -31,13 +32,14 @@ VERSION = 1
 TRAIN_PARAMS = ("base", "train", "evaluate.batch_size")
 
 
-def run_inputs(params: Params, files: Sequence[Path], device: torch.device,
+def run_inputs(params: Params, data: Sequence[Path], script: Path, device: torch.device,
                processes: int = 1) -> dict[str, object]:
     """Everything that determines a training run, as flat key -> value: the train params, the
-    md5 of `files` (data splits, stage script) and of advlab's modules, torch, the device and
-    the number of processes. That number is not always train.gpus (torchrun started by hand),
-    and a run on N ranks differs from one on 1 (per-rank dropout and BatchNorm statistics on
-    CPU, the all-reduce's rounding), so a checkpoint is resumed only with as many processes."""
+    md5 of the `data` files (splits) and of the code the stage `script` runs (its import
+    closure, the same files as its code deps in dvc.yaml), torch, the device and the number of
+    processes. That number is not always train.gpus (torchrun started by hand), and a run on N
+    ranks differs from one on 1 (per-rank dropout and BatchNorm statistics on CPU, the
+    all-reduce's rounding), so a checkpoint is resumed only with as many processes."""
     inputs: dict[str, object] = {}
     for key in TRAIN_PARAMS:
         value: object = params
@@ -47,10 +49,11 @@ def run_inputs(params: Params, files: Sequence[Path], device: torch.device,
             inputs.update({f"{key}.{k}": v for k, v in value.model_dump().items()})
         else:
             inputs[key] = value
-    package = Path(advlab.__file__).parent
-    for path in [*files, *sorted(package.glob("*.py"))]:
-        name = f"advlab/{path.name}" if path.parent == package else path.name
-        inputs[f"md5 {name}"] = md5(path)
+    for path in data:
+        inputs[f"md5 {path.name}"] = md5(path)
+    root = script.resolve().parents[1]  # the repository: stages/<script>
+    for name in import_closure(script.resolve().relative_to(root), root):
+        inputs[f"md5 {name}"] = md5(root / name)
     inputs["torch"] = str(torch.__version__)  # a TorchVersion, which weights_only refuses
     inputs["device"] = device.type
     inputs["processes"] = processes
@@ -76,7 +79,7 @@ def restore(path: Path, inputs: dict[str, object], model: nn.Module,
         return []
     try:
         blob = load_torch(path)
-    except ValueError as err:
+    except BadFileError as err:
         log(f"train: ignoring the unreadable checkpoint {path} ({err}); starting fresh")
         return []
     if not isinstance(blob, dict) or blob.get("version") != VERSION:

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import torch
 
+from advlab.errors import BadFileError
 from advlab.io import load_torch, save_torch
+from advlab.params import ParamsError
 
 SPLITS = ("train", "val", "test")
 
@@ -54,11 +56,11 @@ class ImageSet:
     def load(cls, path: str | Path) -> ImageSet:
         blob = load_torch(path)
         if not isinstance(blob, dict) or {"images", "labels", "classes"} - set(blob):
-            raise ValueError(f"{path} is not a split file (expected images, labels, classes)")
+            raise BadFileError(f"{path} is not a split file (expected images, labels, classes)")
         try:
             return cls(blob["images"], blob["labels"], tuple(blob["classes"]))
         except ValueError as err:
-            raise ValueError(f"{path}: {err}") from None
+            raise BadFileError(f"{path}: {err}") from None
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
@@ -88,7 +90,7 @@ def split_train_val(
 ) -> tuple[ImageSet, ImageSet]:
     """Disjoint, stratified, seeded train and validation sets drawn from the official train set."""
     if train_size + val_size > len(official_train):
-        raise ValueError(
+        raise ParamsError(  # data.verify: false, so params could not know the size
             f"data.train_size ({train_size}) + data.val_size ({val_size}) exceeds the "
             f"{len(official_train)} images of the official training set"
         )

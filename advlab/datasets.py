@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from advlab.data import ImageSet
+from advlab.errors import InputError
 from advlab.io import atomic_path
 from advlab.params import Data
 
@@ -60,7 +61,7 @@ SYNTHETIC_CLASSES = ("square", "disc", "ring", "cross", "h-bar",
                      "v-bar", "diagonal", "frame", "dots", "triangle")
 
 
-class DatasetError(RuntimeError):
+class DatasetError(InputError, RuntimeError):
     """A dataset file is missing, corrupt or malformed; the message names it."""
 
 

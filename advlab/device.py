@@ -14,6 +14,8 @@ from torch import nn
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
+from advlab.errors import DeviceError
+
 
 def pick_device(name: str = "auto") -> torch.device:
     """auto: CUDA, then MPS, then CPU. An explicit device that is absent is an error."""
@@ -22,14 +24,14 @@ def pick_device(name: str = "auto") -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu"
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"base.device = {name!r} but CUDA is not available here; "
-                           "use auto or cpu")
+        raise DeviceError(f"base.device = {name!r} but CUDA is not available here; "
+                          "use auto or cpu")
     if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise RuntimeError(f"base.device = {name!r} but only {torch.cuda.device_count()} "
-                           "CUDA device(s) exist")
+        raise DeviceError(f"base.device = {name!r} but only {torch.cuda.device_count()} "
+                          "CUDA device(s) exist")
     if device.type == "mps" and not has_mps:
-        raise RuntimeError(f"base.device = {name!r} but MPS is not available here; "
-                           "use auto or cpu")
+        raise DeviceError(f"base.device = {name!r} but MPS is not available here; "
+                          "use auto or cpu")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # training; evaluation turns it off (evaluating)
         set_tf32("tf32")

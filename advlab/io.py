@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from advlab.errors import BadFileError, MissingInputError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -65,8 +67,9 @@ def load_torch(path: str | Path, map_location: str | torch.device = "cpu") -> ob
     """torch.load restricted to tensors and plain containers: a file cannot run code."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: run the stage that writes it (dvc repro)")
+        raise MissingInputError(f"{path} does not exist: run the stage that writes it "
+                                "(dvc repro)")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:
-        raise ValueError(f"{path} is not a readable torch file ({err})") from err
+        raise BadFileError(f"{path} is not a readable torch file ({err})") from err

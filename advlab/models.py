@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from advlab.errors import BadFileError
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -135,7 +137,7 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> LabCNN:
 
     blob = load_torch(path)
     if not isinstance(blob, dict) or {"config", "state_dict"} - set(blob):
-        raise ValueError(f"{path} is not a model file (expected config and state_dict)")
+        raise BadFileError(f"{path} is not a model file (expected config and state_dict)")
     model = build_model(ModelConfig.from_dict(blob["config"]))
     model.load_state_dict(blob["state_dict"])
     return model.to(device).eval()

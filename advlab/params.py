@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -26,6 +27,8 @@ from pydantic import (
     model_validator,
 )
 
+from advlab.errors import InputError
+
 DATASETS = ("cifar10", "fashion_mnist", "synthetic")
 MODELS = ("lab_cnn",)
 OFFICIAL_TRAIN_SIZE = {"cifar10": 50_000, "fashion_mnist": 60_000}  # images, verified files
@@ -34,9 +37,10 @@ METHODS = ("fgsm", "pgd")  # attack.methods
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # base.precision
 DEVICE = re.compile(r"^(auto|cpu|cuda|mps|cuda:\d+)$")
 SCHEMA_FILE = "params.schema.json"
+DVC_EXPERIMENT = "DVC_EXP_NAME"  # set by `dvc exp run` for the stages it runs
 
 
-class ParamsError(ValueError):
+class ParamsError(InputError, ValueError):
     """A key of params.yaml is missing, unknown or holds a value that is not allowed."""
 
 
@@ -248,7 +252,13 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raise ParamsError(f"params: {path} does not exist") from None
     except yaml.YAMLError as err:
         raise ParamsError(f"params: {path} is not valid YAML: {err}") from None
-    return parse_params(raw or {})
+    try:
+        return parse_params(raw or {})
+    except ParamsError as err:
+        if os.environ.get(DVC_EXPERIMENT):  # `dvc exp run -S key=bad` wrote bad into the file
+            raise ParamsError(f"{err} ({path} keeps the value this `dvc exp run` set: "
+                              f"`git checkout {path}` restores the committed file)") from None
+        raise
 
 
 def schema_text() -> str:

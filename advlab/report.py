@@ -18,6 +18,7 @@ import torch
 from matplotlib.figure import Figure
 
 from advlab import figures
+from advlab.errors import MissingInputError
 from advlab.evaluate import confusion_matrix
 from advlab.params import Params
 
@@ -62,7 +63,7 @@ def read_metrics(folder: str | Path) -> RunMetrics:
     folder = Path(folder)
     for name in ("train.csv", "test.json", "confusion.csv", "attack.json", "attack.csv"):
         if not (folder / name).is_file():
-            raise FileNotFoundError(f"{folder / name} does not exist: run the stage that "
+            raise MissingInputError(f"{folder / name} does not exist: run the stage that "
                                     "writes it (dvc repro)")
     test = json.loads((folder / "test.json").read_text())
     attack = json.loads((folder / "attack.json").read_text())

@@ -1,4 +1,5 @@
-"""What every stage script shares: clear one-line errors instead of tracebacks, and timing."""
+"""What every stage script shares: one-line errors for bad input (bugs keep their traceback),
+Ctrl-C and SIGTERM handling, and timing."""
 
 from __future__ import annotations
 
@@ -10,10 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from advlab.datasets import DatasetError
-from advlab.params import ParamsError
-
-EXPECTED_ERRORS = (ParamsError, DatasetError, FileNotFoundError, ValueError, RuntimeError)
+from advlab.errors import InputError
 
 
 class Terminated(KeyboardInterrupt):
@@ -26,7 +24,8 @@ def _terminate(signum: int, frame: object) -> None:
 
 def run_stage(name: str, main: Callable[[argparse.Namespace], None],
               parser: argparse.ArgumentParser) -> None:
-    """Parses the stage's arguments and runs it; exits 1 with one clear line on bad input.
+    """Parses the stage's arguments and runs it; exits 1 with one clear line on bad input
+    (an InputError). Any other exception is a bug: it propagates with its traceback.
 
     Ctrl-C and SIGTERM end the stage with a one-line message (exit 130 or 143), no traceback;
     a KeyboardInterrupt raised with a message (e.g. where training resumes) shows it.
@@ -40,7 +39,7 @@ def run_stage(name: str, main: Callable[[argparse.Namespace], None],
         hint = str(err) or "rerun `dvc repro` to start again"
         print(f"\n{name}: interrupted; {hint}", file=sys.stderr)
         sys.exit(128 + (signal.SIGTERM if isinstance(err, Terminated) else signal.SIGINT))
-    except EXPECTED_ERRORS as err:
+    except InputError as err:
         print(f"{name}: error: {err}", file=sys.stderr)
         sys.exit(1)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all

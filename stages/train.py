@@ -50,8 +50,8 @@ def main(args: argparse.Namespace) -> None:
     log(format_parameter_table(rows))
 
     writer = open_writer(args.tensorboard) if ranks.is_main else None
-    inputs = run_inputs(params, [args.splits / "train.pt", args.splits / "val.pt",
-                                 Path(__file__)], device, ranks.world)
+    inputs = run_inputs(params, [args.splits / "train.pt", args.splits / "val.pt"],
+                        Path(__file__), device, ranks.world)
     trained = distributed.wrap(model, ranks, device)
     history = fit_resumable(args.checkpoint, inputs, trained,
                             make_optimizer(trained, params.train), train_set, val_set,

@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = {"data": {"dataset": "synthetic", "synthetic_train": 600, "synthetic_test": 200,
                  "train_size": 400, "val_size": 100},
         "train": {"epochs": 1}, "evaluate": {"batch_size": 200}}
+STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 
 
 def copy_repo(dest: Path) -> Path:
@@ -78,3 +79,12 @@ def test_repro_then_experiment_reruns_only_train_and_later(tmp_path):
     attack_rows = (repo / "metrics/attack.csv").read_text().splitlines()
     assert "epsilon" in attack_rows[0].split(",") and len(attack_rows) == 3  # fgsm at 2 eps
     assert (repo / "reports").is_dir() and any((repo / "reports").iterdir())
+
+    # A code change reruns exactly the stages whose import closure holds the file
+    assert json.loads(dvc(repo, "status", "--json")) == {}
+    with open(repo / "advlab/figures.py", "a") as f:
+        f.write("#\n")
+    assert set(json.loads(dvc(repo, "status", "--json"))) == {"attack", "report"}
+    with open(repo / "advlab/io.py", "a") as f:
+        f.write("#\n")
+    assert set(json.loads(dvc(repo, "status", "--json"))) == set(STAGES)

@@ -203,7 +203,7 @@ def fit_tiny(path: Path, epochs: int = 3, stop_after: int | None = None, seen: l
     torch.manual_seed(0)
     model = build_model(model_config("lab_cnn", train_set))
     optimizer = make_optimizer(model, cfg)
-    inputs = run_inputs(Params(train=cfg), [], torch.device("cpu"))
+    inputs = run_inputs(Params(train=cfg), [], ROOT / "stages/train.py", torch.device("cpu"))
 
     def on_epoch(result):
         if seen is not None:

@@ -1,0 +1,93 @@
+"""The code a stage runs: its script and every advlab file it imports, directly or through other
+modules (the import closure), read from the source with `ast`.
+
+Two places rely on it: each stage's code `deps` in dvc.yaml (tests/test_closure.py fails when
+they differ) and the train checkpoint's fingerprint (advlab/checkpoint.py). `python -m
+advlab.closure` prints every stage's closure, ready to paste into dvc.yaml.
+"""
+
+from __future__ import annotations
+
+import ast
+import shlex
+import sys
+from pathlib import Path
+
+import yaml
+
+PACKAGE = "advlab"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _module_file(root: Path, name: str) -> Path | None:
+    base = root.joinpath(*name.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def _package_of(path: Path, root: Path) -> list[str]:
+    """The package a module (or a package's __init__.py) belongs to, as name parts."""
+    return list(path.relative_to(root).parts[:-1])
+
+
+def _imported_names(path: Path, root: Path) -> set[str]:
+    """Every dotted name an import statement of `path` may load as a module, anywhere in it
+    (top level, functions, branches): `from a import b` may import the module a.b."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                package = _package_of(path, root)
+                package = package[: len(package) - node.level + 1]
+                base = ".".join([*package, *([node.module] if node.module else [])])
+            else:
+                base = node.module or ""
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)
+    return {n for n in names if n == PACKAGE or n.startswith(f"{PACKAGE}.")}
+
+
+def _files_of(name: str, root: Path) -> set[Path]:
+    """The module's file and its parent packages' __init__.py (importing it runs them all)."""
+    parts = name.split(".")
+    found = (_module_file(root, ".".join(parts[:i])) for i in range(1, len(parts) + 1))
+    return {path for path in found if path is not None}
+
+
+def import_closure(script: str | Path, root: Path = ROOT) -> list[str]:
+    """`script` and every file of the package it imports, as sorted paths relative to root."""
+    todo, seen = [root / script], set()
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for name in _imported_names(path, root):
+            todo.extend(_files_of(name, root) - seen)
+    return sorted(path.relative_to(root).as_posix() for path in seen)
+
+
+def stage_script(cmd: str) -> str:
+    """The script of a dvc.yaml command such as `python stages/train.py --out ...`."""
+    return next(arg for arg in shlex.split(cmd) if arg.endswith(".py"))
+
+
+def stage_closures(root: Path = ROOT) -> dict[str, list[str]]:
+    """Each stage of dvc.yaml -> the import closure of its script."""
+    stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+    return {name: import_closure(stage_script(stage["cmd"]), root)
+            for name, stage in stages.items()}
+
+
+def main() -> int:
+    for name, files in stage_closures().items():
+        print(f"{name}:\n" + "".join(f"  - {path}\n" for path in files))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
