@@ -51,8 +51,11 @@ def test_two_experiments_are_listed_with_their_params_and_metrics(tmp_path):
     run(tmp_path, "git", "init", "-q")
     run(tmp_path, "git", "add", "-A")
     run(tmp_path, "git", "commit", "-qm", "copy")
+    # The first run also sets weight_decay: the second profile run must not inherit it from
+    # the workspace params.yaml, where `dvc exp run` left it.
+    extra = {LEARNING_RATES[0]: ["-S", "train.weight_decay=0.0005"], LEARNING_RATES[1]: []}
     for lr in LEARNING_RATES:
-        run(tmp_path, sys.executable, "-m", "advlab.profile", "ci", *SMALLER,
+        run(tmp_path, sys.executable, "-m", "advlab.profile", "ci", *SMALLER, *extra[lr],
             "-S", f"train.lr={lr}", "-n", f"lr-{lr}")
 
     listed = {exp["name"]: exp["data"] for exp in experiments(json.loads(
@@ -64,3 +67,6 @@ def test_two_experiments_are_listed_with_their_params_and_metrics(tmp_path):
         metrics = data["metrics"]
         assert 0 <= metrics["metrics/test.json"]["data"]["accuracy"] <= 1
         assert metrics["metrics/train.json"]["data"]["epochs"] == 1
+    weight_decay = {lr: listed[f"lr-{lr}"]["params"]["params.yaml"]["data"]["train"]
+                    ["weight_decay"] for lr in LEARNING_RATES}
+    assert weight_decay == {LEARNING_RATES[0]: 0.0005, LEARNING_RATES[1]: 0.0}
