@@ -118,7 +118,8 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: ImageS
     `scaler` scales fp16 losses (fit keeps one across epochs; None: one for this epoch).
     """
     device = data.images.device
-    scaler = scaler or gradient_scaler(unwrap(model), device)
+    if scaler is None:
+        scaler = gradient_scaler(unwrap(model), device)
     torch.manual_seed(dropout_seed(seed, ranks))
     order = torch.Generator().manual_seed(seed)
     noise = torch.Generator(device=device).manual_seed(derived_seed(seed, "batch noise"))

@@ -60,9 +60,9 @@ step "Speed against the lab as written" python benchmarks/speed.py --device cuda
 step "Evaluation batch sizes" python benchmarks/eval_batch.py --device cuda
 step "CUDA-only tests" python -m pytest -q -m gpu -p no:cacheprovider
 git clone -q "$root" "$work/repo"
-step "Synthetic profile on CUDA, end to end" profile synthetic
+step "Synthetic profile on CUDA, end to end (dvc exp run in a clone of HEAD)" profile synthetic
 if [ "$gpus" -ge 2 ]; then
-  step "Synthetic profile on 2 GPUs (DDP, NCCL)" profile synthetic-ddp -S train.gpus=2
+  step "Synthetic profile on 2 GPUs (DDP, NCCL; dvc exp run in a clone of HEAD)" profile synthetic-ddp -S train.gpus=2
 else
   { echo; echo "## DDP"; echo; echo "Not run: 1 GPU visible (needs 2)."; } >>"$summary"
 fi
