@@ -7,6 +7,8 @@ import csv
 import glob
 import json
 import os
+import pickle
+import re
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -71,5 +73,11 @@ def load_torch(path: str | Path, map_location: str | torch.device = "cpu") -> ob
                                 "(dvc repro)")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:  # torch's message advises weights_only=False: no
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        what = f" ({refused.group(1)})" if refused else ""
+        raise BadFileError(f"{path} is not a readable torch file: it holds a pickled Python "
+                           f"object{what}, refused because loading it could run code") from err
     except Exception as err:
-        raise BadFileError(f"{path} is not a readable torch file ({err})") from err
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise BadFileError(f"{path} is not a readable torch file ({first_line})") from err

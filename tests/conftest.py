@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import runpy
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -11,7 +18,41 @@ from advlab.models import LabCNN, build_model
 from advlab.params import Train
 from advlab.train import fit, make_optimizer, model_config
 
-torch.set_num_threads(1)  # tiny models gain nothing from threads, and a busy machine loses
+# Tiny models and single-image passes gain nothing from threads, and on 2 busy cores each op's
+# thread barrier can wait out a scheduler time slice (measured up to 30x slower): one thread.
+torch.set_num_threads(1)
+
+ROOT = Path(__file__).resolve().parents[1]
+GIT_IDENTITY = {"GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.invalid",
+                "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.invalid"}
+
+
+def copy_repo(dest: Path) -> Path:
+    """The files git would commit (tracked, or untracked and not ignored), as a fresh git
+    repository with one commit."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                            cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    for name in filter(None, listed.split("\0")):
+        if (ROOT / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+    for command in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "copy"]):
+        subprocess.run(["git", *command], cwd=dest, env=repo_env(dest), check=True,
+                       capture_output=True)
+    return dest
+
+
+def run_stage_script(monkeypatch: pytest.MonkeyPatch, script: str, *args: str) -> None:
+    """stages/SCRIPT run in this process, as `python stages/SCRIPT ARGS` would run it."""
+    monkeypatch.setattr(sys, "argv", [script, *args])
+    runpy.run_path(str(ROOT / "stages" / script), run_name="__main__")
+
+
+def repo_env(repo: Path) -> dict[str, str]:
+    """The environment for commands in a copy: its advlab first on the path, this Python's dvc,
+    and a git identity (`dvc exp run` commits experiment refs)."""
+    return {**os.environ, **GIT_IDENTITY, "PYTHONPATH": str(repo),
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
 
 
 @pytest.fixture(scope="session")

@@ -27,18 +27,8 @@ def downsample(images: ImageSet) -> ImageSet:
     return ImageSet(images.images[:, :, ::2, ::2].contiguous(), images.labels, images.classes)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Single-image passes are tiny: with 2 threads on 2 busy cores, each op's thread barrier
-    can wait out a scheduler time slice (measured 30x slower); one thread avoids it."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
-def small(one_thread) -> tuple[LabCNN, ImageSet]:
+def small() -> tuple[LabCNN, ImageSet]:
     """A LabCNN trained for a few steps on 16x16 generated images, and 120 test images."""
     sets = [downsample(synthetic_images(n, seed=seed)) for n, seed in ((320, 1), (120, 2))]
     train_set, test_set = sets

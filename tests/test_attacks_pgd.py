@@ -32,15 +32,6 @@ from advlab.report import attack_rows, read_csv
 EPSILONS = (0.0, 0.03, 0.1)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small batches on 2 busy cores run faster on one thread (see test_attacks.py)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def small(trained_model, tiny_sets) -> tuple[torch.nn.Module, ImageSet]:
     """The shared tiny trained model and 100 of its test images."""

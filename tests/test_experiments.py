@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import copy_repo, repo_env
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -19,22 +18,8 @@ SMALLER = ["-S", "data.synthetic_train=500", "-S", "data.synthetic_test=200",
 LEARNING_RATES = ("0.003", "0.01")
 
 
-def copy_repo(dest: Path) -> None:
-    """The working tree's tracked and untracked files, as a fresh git repository."""
-    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                           cwd=REPO, check=True, capture_output=True).stdout.decode().split("\0")
-    for name in filter(None, files):
-        if (REPO / name).is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, dest / name)
-
-
 def run(cwd: Path, *command: str) -> str:
-    env = {**os.environ, "PYTHONPATH": str(cwd),  # dvc's stages import the copy's advlab
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.invalid",
-           "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.invalid"}
-    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+    done = subprocess.run(command, cwd=cwd, env=repo_env(cwd), capture_output=True, text=True)
     assert done.returncode == 0, f"{' '.join(command)}:\n{done.stdout}\n{done.stderr}"
     return done.stdout
 
@@ -48,9 +33,6 @@ def experiments(shown: list[dict]) -> list[dict]:
 @pytest.mark.slow
 def test_two_experiments_are_listed_with_their_params_and_metrics(tmp_path):
     copy_repo(tmp_path)
-    run(tmp_path, "git", "init", "-q")
-    run(tmp_path, "git", "add", "-A")
-    run(tmp_path, "git", "commit", "-qm", "copy")
     # The first run also sets weight_decay: the second profile run must not inherit it from
     # the workspace params.yaml, where `dvc exp run` left it.
     extra = {LEARNING_RATES[0]: ["-S", "train.weight_decay=0.0005"], LEARNING_RATES[1]: []}

@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import math
 import re
-import runpy
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest import run_stage_script
 
 from advlab.gate import Rule, judge, load_spec, main
 from advlab.profile import deep_merge
@@ -207,26 +206,21 @@ def write_params(workdir: Path, overrides: dict) -> None:
     (workdir / "params.yaml").write_text(yaml.safe_dump(deep_merge(defaults, overrides)))
 
 
-def run_stage(monkeypatch: pytest.MonkeyPatch, script: str, *args: str) -> None:
-    monkeypatch.setattr(sys, "argv", [script, *args])
-    runpy.run_path(str(REPO / "stages" / script), run_name="__main__")
-
-
 def train_and_test(monkeypatch: pytest.MonkeyPatch, workdir: Path, lr: float) -> Path:
     write_params(workdir, deep_merge(TINY, {"train": {"lr": lr}}))
     metrics, model = f"metrics-lr{lr}", f"model-lr{lr}.pt"
     common = ("--splits", "splits", "--model", model, "--metrics", metrics)
-    run_stage(monkeypatch, "train.py", *common, "--tensorboard", f"tb-train-lr{lr}",
+    run_stage_script(monkeypatch, "train.py", *common, "--tensorboard", f"tb-train-lr{lr}",
               "--checkpoint", f"checkpoint-lr{lr}.pt")
-    run_stage(monkeypatch, "test.py", *common, "--tensorboard", f"tb-test-lr{lr}")
+    run_stage_script(monkeypatch, "test.py", *common, "--tensorboard", f"tb-test-lr{lr}")
     return workdir / metrics
 
 
 def test_a_run_with_a_far_too_high_learning_rate_fails_the_gate(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     write_params(tmp_path, TINY)
-    run_stage(monkeypatch, "download.py", "--out", "raw")
-    run_stage(monkeypatch, "split.py", "--raw", "raw", "--out", "splits")
+    run_stage_script(monkeypatch, "download.py", "--out", "raw")
+    run_stage_script(monkeypatch, "split.py", "--raw", "raw", "--out", "splits")
     normal = train_and_test(monkeypatch, tmp_path, 0.001)
     worse = train_and_test(monkeypatch, tmp_path, 10.0)
     spec = str(REPO / "gate.yaml")

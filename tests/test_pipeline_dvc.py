@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest import copy_repo, repo_env
 
 from advlab.profile import deep_merge
 
@@ -21,27 +20,8 @@ TINY = {"data": {"dataset": "synthetic", "synthetic_train": 600, "synthetic_test
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 
 
-def copy_repo(dest: Path) -> Path:
-    """The files git would commit (tracked, or untracked and not ignored), in a fresh git repo."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                            cwd=ROOT, check=True, capture_output=True, text=True).stdout
-    for name in filter(None, listed.split("\0")):
-        if (ROOT / name).is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, dest / name)
-    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
-    subprocess.run([*git, "init", "-q"], cwd=dest, check=True)
-    subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
-    subprocess.run([*git, "commit", "-qm", "copy"], cwd=dest, check=True)
-    return dest
-
-
 def dvc(repo: Path, *args: str) -> str:
-    env = {**os.environ, "PYTHONPATH": str(repo),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
-           "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com"}
-    done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, env=env,
+    done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, env=repo_env(repo),
                           capture_output=True, text=True)
     assert done.returncode == 0, f"dvc {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
     return done.stdout

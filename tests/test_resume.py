@@ -1,11 +1,13 @@
 """Resumable training: the real train stage killed (SIGINT, SIGTERM, SIGKILL) and rerun ends with
-the same metrics and weights as an uninterrupted run; outputs are never left half-written."""
+the same metrics and weights as an uninterrupted run; outputs are never left half-written.
+
+Every kill lands at a known point: the stage runs under tests/held_stage.py, which holds it
+there (mid-epoch, or with an output written but not yet renamed) and says so with a file."""
 
 from __future__ import annotations
 
 import json
 import os
-import random
 import shlex
 import signal
 import subprocess
@@ -30,13 +32,16 @@ DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 TRAIN = DVC["stages"]["train"]
 CHECKPOINT = "checkpoints/train.pt"
 EPOCHS = 4
+STEPS = 256 // 16  # optimizer steps per epoch: tiny_sets' 256 images, batch_size 16
+HELD = "held"  # the file tests/held_stage.py creates once the stage is held
 PARAMS = {"base": {"seed": 1, "device": "cpu"},
           "train": {"epochs": EPOCHS, "batch_size": 16},
           "evaluate": {"batch_size": 64}}
 
 
-def tiny_sets(n_train: int = 1024, n_val: int = 64) -> tuple[ImageSet, ImageSet]:
-    """Random 3x8x8 images: the test is about resuming, not learning, so small is enough."""
+def tiny_sets(n_train: int = 256, n_val: int = 64) -> tuple[ImageSet, ImageSet]:
+    """Random 3x8x8 images: the test is about resuming, not learning, so small is enough (and
+    no kill races the clock: each is held at a known step)."""
     g = torch.Generator().manual_seed(0)
     n = n_train + n_val
     images = torch.randint(0, 256, (n, 3, 8, 8), generator=g, dtype=torch.uint8)
@@ -55,13 +60,27 @@ def workdir(path: Path, **train: object) -> Path:
     return path
 
 
-def start(work: Path) -> subprocess.Popen:
-    """The train stage's command line from dvc.yaml, run in `work`."""
+def start(work: Path, hold: tuple[str, int] | None = None) -> subprocess.Popen:
+    """The train stage's command line from dvc.yaml, run in `work`; hold=(where, n) holds it
+    at that point (see tests/held_stage.py) once `work/held` exists."""
     python, script, *args = shlex.split(TRAIN["cmd"])
     assert python == "python"
+    held = [str(ROOT / "tests/held_stage.py"), hold[0], str(hold[1]), str(work / HELD)] \
+        if hold else []
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, str(ROOT / script), *args], cwd=work, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, *held, str(ROOT / script), *args], cwd=work,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def kill_held(work: Path, hold: tuple[str, int], sig: int = signal.SIGKILL
+              ) -> subprocess.CompletedProcess:
+    """Starts the stage held at `hold`, sends `sig` once it is held, and waits for its end."""
+    proc = start(work, hold)
+    wait_for(work / HELD, proc)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    (work / HELD).unlink()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def run(work: Path) -> subprocess.CompletedProcess:
@@ -72,6 +91,8 @@ def run(work: Path) -> subprocess.CompletedProcess:
 
 
 def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    """Until `path` exists; fails at once if the process ends first (the deadline only bounds
+    a hung run)."""
     deadline = time.monotonic() + timeout
     while not path.exists():
         assert proc.poll() is None, f"train ended before {path} appeared: {proc.communicate()}"
@@ -122,57 +143,50 @@ def reference(tmp_path_factory) -> dict:
     return results(work)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143),
                                        (signal.SIGKILL, -signal.SIGKILL)],
                          ids=["SIGINT", "SIGTERM", "SIGKILL"])
 def test_killed_mid_epoch_then_rerun_equals_uninterrupted_run(tmp_path, reference, sig, code):
     work = workdir(tmp_path)
-    proc = start(work)
-    wait_for(work / CHECKPOINT, proc)  # epoch 1 is done
-    time.sleep(0.1)  # into epoch 2 (64 steps)
-    proc.send_signal(sig)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == code, err
-    done = checkpoint_epochs(work)
-    assert 1 <= done < EPOCHS, err
+    killed = kill_held(work, ("step", STEPS + 10), sig)  # 10 steps into epoch 2
+    assert killed.returncode == code, killed.stderr
+    assert checkpoint_epochs(work) == 1
     assert not (work / "models/model.pt").exists()
     if sig != signal.SIGKILL:
-        assert "Traceback" not in err, err
-        assert (f"train: interrupted; epochs 1..{done} are saved in {CHECKPOINT}; rerun "
-                f"`dvc repro` to resume from epoch {done + 1}") in err, err
+        assert "Traceback" not in killed.stderr, killed.stderr
+        assert (f"train: interrupted; epochs 1..1 are saved in {CHECKPOINT}; rerun "
+                "`dvc repro` to resume from epoch 2") in killed.stderr, killed.stderr
 
     rerun = run(work)
-    assert f"resuming from {CHECKPOINT}: epochs 1..{done} done" in rerun.stdout
+    assert f"resuming from {CHECKPOINT}: epochs 1..1 done" in rerun.stdout
     assert_same(results(work), reference)
 
 
-def test_killed_at_random_moments_leaves_outputs_absent_or_whole(tmp_path, reference):
+@pytest.mark.slow
+def test_killed_while_writing_leaves_outputs_absent_or_whole(tmp_path, reference):
+    """kill -9 with an output's temporary file written but not renamed: the first checkpoint,
+    then (resumed runs) a later checkpoint, then one of the final outputs."""
     work = workdir(tmp_path)
     outputs = [work / p for p in declared_outputs()]
-    rng = random.Random(6)
-    for _ in range(3):
-        proc = start(work)
-        time.sleep(rng.uniform(0, 8))
-        proc.kill()
-        proc.communicate(timeout=60)
+    for n in (1, 3, 3):
+        kill_held(work, ("replace", n))
         for path in outputs:  # each is absent, or complete and readable
             if path.suffix == ".pt" and path.exists():
                 load_torch(path)
             elif path.suffix == ".json" and path.exists():
                 json.loads(path.read_text())
         leftovers = [p for p in work.rglob("*.tmp")]
-        assert all(p.name.startswith(".") for p in leftovers)  # hidden, and in .dvcignore
+        assert leftovers and all(p.name.startswith(".") for p in leftovers)  # in .dvcignore
     run(work)
     assert_same(results(work), reference)
     assert not list(work.rglob("*.tmp"))  # the next write of each file removed its leftover
 
 
+@pytest.mark.slow
 def test_checkpoint_from_other_params_is_not_resumed(tmp_path):
     work = workdir(tmp_path)
-    proc = start(work)
-    wait_for(work / CHECKPOINT, proc)
-    proc.kill()
-    proc.communicate(timeout=60)
+    kill_held(work, ("step", STEPS + 1))  # epoch 1 saved
     params = yaml.safe_load((work / "params.yaml").read_text())
     params["train"].update(lr=0.002, epochs=1)
     (work / "params.yaml").write_text(yaml.safe_dump(params))
@@ -184,6 +198,7 @@ def test_checkpoint_from_other_params_is_not_resumed(tmp_path):
     assert load_torch(work / CHECKPOINT)["inputs"]["train.lr"] == 0.002
 
 
+@pytest.mark.slow
 def test_finished_checkpoint_is_reused_with_identical_outputs(tmp_path):
     work = workdir(tmp_path, epochs=1)
     run(work)
@@ -249,8 +264,9 @@ def test_fingerprint_covers_the_params_dvc_gives_the_train_stage():
 
 @pytest.mark.slow
 def test_dvc_repro_after_kill_resumes_and_matches_a_fresh_run(tmp_path):
+    from conftest import copy_repo, repo_env
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    from test_pipeline_dvc import TINY, copy_repo, dvc
+    from test_pipeline_dvc import TINY, dvc
 
     from advlab.profile import deep_merge
 
@@ -258,14 +274,19 @@ def test_dvc_repro_after_kill_resumes_and_matches_a_fresh_run(tmp_path):
     params = deep_merge(yaml.safe_load((repo / "params.yaml").read_text()), TINY)
     params["train"]["epochs"] = 2
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
-    env = {**os.environ, "PYTHONPATH": str(repo),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = repo_env(repo)
+    pipeline = (repo / "dvc.yaml").read_text()
+    script = "python stages/train.py"
+    steps = -(-params["data"]["train_size"] // params["train"]["batch_size"])
+    (repo / "dvc.yaml").write_text(pipeline.replace(  # held 1 step into epoch 2
+        script, f"python tests/held_stage.py step {steps + 1} {HELD} stages/train.py"))
     proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "train"], cwd=repo, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-    wait_for(repo / CHECKPOINT, proc, timeout=240)
+    wait_for(repo / HELD, proc, timeout=240)
     os.killpg(proc.pid, signal.SIGKILL)  # dvc and the train stage under it
     proc.wait()
+    (repo / "dvc.yaml").write_text(pipeline)
 
     out = dvc(repo, "repro", "train")
     assert "Running stage 'train'" in out

@@ -1,12 +1,21 @@
 """No file the pipeline reads can run code: torch.load is always weights_only=True, and the only
 pickles are CIFAR batches, read with a restricted unpickler (md5-checked first for the official
-files). The behaviour is tested in test_datasets_errors (a pickle that would run code)."""
+files). Behaviour: a torch file holding a pickled object is refused below; a CIFAR pickle that
+would run code is refused in test_datasets_errors."""
 
 from __future__ import annotations
 
 import ast
 import subprocess
 from pathlib import Path
+
+import pytest
+import torch
+
+from advlab.data import ImageSet
+from advlab.errors import BadFileError
+from advlab.io import load_torch
+from advlab.models import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,3 +69,24 @@ def test_pickles_are_read_only_by_the_restricted_cifar_reader():
     assert not allow, f"np.load(allow_pickle=True) at {allow}"
     source = (ROOT / "advlab/datasets.py").read_text()
     assert "class _BatchUnpickler(pickle.Unpickler)" in source and "def find_class" in source
+
+
+class Payload:
+    """Unpickling it runs code: Path(marker).touch()."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return Path.touch, (self.marker,)
+
+
+@pytest.mark.parametrize("load", [load_torch, ImageSet.load, load_model])
+def test_a_torch_file_holding_a_pickled_object_is_refused(tmp_path, load):
+    path, marker = tmp_path / "model.pt", tmp_path / "code-ran"
+    torch.save({"state_dict": Payload(marker)}, path)
+    with pytest.raises(BadFileError, match=f"{path} is not a readable torch file") as caught:
+        load(path)
+    assert "refused because loading it could run code" in str(caught.value)
+    assert "\n" not in str(caught.value)
+    assert not marker.exists()

@@ -31,16 +31,6 @@ def read(logdir) -> EventAccumulator:
     return EventAccumulator(str(logdir), size_guidance={"scalars": 0, "images": 0}).Reload()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: one thread avoids the per-op thread barrier that, on 2 busy cores, made
-    this module 6x slower (as in test_attacks.py)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def small_sets() -> tuple[ImageSet, ImageSet]:
     big = synthetic_images(96, seed=5)

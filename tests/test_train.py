@@ -2,9 +2,9 @@ import pytest
 import torch
 from conftest import train_tiny
 
-from advlab.device import pick_device
 from advlab.evaluate import classification_report, confusion_matrix, predict_logits
-from advlab.train import augment
+from advlab.params import Train
+from advlab.train import augment, draw_noise
 
 
 def test_model_learns_the_synthetic_task(trained_model, tiny_sets):
@@ -41,18 +41,29 @@ def test_confusion_matrix_counts_actual_by_predicted():
     assert counts.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 0]]
 
 
-def test_augment_keeps_shape_range_and_content():
-    torch.manual_seed(0)
-    x = torch.rand(16, 3, 32, 32)
-    y = augment(x, torch.randint(0, 9, (16, 2)), torch.rand(16) < 0.5)
-    assert y.shape == x.shape and 0 <= y.min() and y.max() <= 1
-    centre = y[:, :, 4:28, 4:28]  # a crop shifted by at most 4 pixels keeps the centre's pixels
-    assert centre.sum() > 0
+def shift_and_flip(x: torch.Tensor, out: torch.Tensor) -> tuple[int, int, bool]:
+    """The (dy, dx, flipped) that make `out` from image `x`: out is the 32x32 window at (dy, dx)
+    of x zero-padded by 4, mirrored if flipped. Fails if no such window gives `out`."""
+    padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
+    windows = {(dy, dx): padded[:, dy : dy + 32, dx : dx + 32] for dy in range(9)
+               for dx in range(9)}
+    found = [(dy, dx, flip) for (dy, dx), window in windows.items() for flip in (False, True)
+             if torch.equal(out, window.flip(2) if flip else window)]
+    assert len(found) == 1, f"{len(found)} windows of the padded input give this output"
+    return found[0]
 
 
-def test_device_choice():
-    assert pick_device("cpu").type == "cpu"
-    assert pick_device("auto").type in ("cpu", "cuda", "mps")
-    if not torch.cuda.is_available():
-        with pytest.raises(RuntimeError, match="CUDA is not available"):
-            pick_device("cuda")
+def test_augment_shifts_by_up_to_4_pixels_and_flips_half_the_images():
+    """On images whose every pixel is distinct (it encodes its channel, row and column), each
+    output is exactly one shifted, possibly mirrored window; over 200 images every shift
+    from -4 to 4 occurs in each direction, and about half are mirrored."""
+    rows, cols = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
+    pattern = torch.stack([c * 1024 + rows * 32 + cols + 1 for c in range(3)]).float() / 3072
+    x = pattern.expand(200, 3, 32, 32).contiguous()
+    noise = draw_noise(200, (3, 32, 32), Train(augment=True), torch.Generator().manual_seed(0))
+    y = augment(x, noise.shifts, noise.flips)
+    assert y.shape == x.shape
+    found = [shift_and_flip(pattern, image) for image in y]
+    assert {dy for dy, _, _ in found} == set(range(9))
+    assert {dx for _, dx, _ in found} == set(range(9))
+    assert 0.35 < sum(flip for _, _, flip in found) / len(found) < 0.65

@@ -1,0 +1,56 @@
+"""Runs a stage script held at a known point until a signal ends it, so a test that kills the
+stage kills it there, never at a moment picked by the clock.
+
+    python tests/held_stage.py WHERE N READY SCRIPT [ARGS...]
+
+WHERE is `step` (hold after the Nth optimizer step) or `replace` (hold in the Nth os.replace,
+before it renames: an output's temporary file is written in full, the output not yet). Once
+held, the stage creates the file READY and waits for a signal: SIGINT and SIGTERM then raise
+where it stands, as they would mid-run; SIGKILL ends it there.
+"""
+
+from __future__ import annotations
+
+import os
+import runpy
+import signal
+import sys
+from pathlib import Path
+
+import torch
+
+where, n, ready, script, *args = sys.argv[1:]
+calls = 0
+
+
+def hold() -> None:
+    global calls
+    calls += 1
+    if calls == int(n):
+        Path(ready).touch()
+        while True:  # a handler that raises (SIGINT, SIGTERM) ends the wait
+            signal.pause()
+
+
+if where == "step":
+    adam_step = torch.optim.Adam.step
+
+    def step(self, *a, **kw):
+        result = adam_step(self, *a, **kw)
+        hold()
+        return result
+
+    torch.optim.Adam.step = step
+elif where == "replace":
+    replace = os.replace
+
+    def held_replace(src, dst):
+        hold()
+        replace(src, dst)
+
+    os.replace = held_replace
+else:
+    sys.exit(f"held_stage: WHERE must be step or replace, not {where!r}")
+
+sys.argv = [script, *args]
+runpy.run_path(script, run_name="__main__")
