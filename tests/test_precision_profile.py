@@ -14,7 +14,8 @@ import json
 from pathlib import Path
 
 import pytest
-from test_experiments import copy_repo, run
+from conftest import copy_repo
+from test_experiments import run
 
 ACCURACY = 0.03
 LOSS = 0.15
@@ -31,9 +32,6 @@ def profile_metrics(repo: Path, precision: str) -> dict:
 @pytest.mark.slow
 def test_ci_profile_in_bf16_on_cpu_is_close_to_fp32(tmp_path):
     copy_repo(tmp_path)
-    run(tmp_path, "git", "init", "-q")
-    run(tmp_path, "git", "add", "-A")
-    run(tmp_path, "git", "commit", "-qm", "copy")
     fp32, bf16 = profile_metrics(tmp_path, "fp32"), profile_metrics(tmp_path, "bf16")
     for name, metrics in (("fp32", fp32), ("bf16", bf16)):  # shown with pytest -s
         print(name, metrics["train"]["loss"], metrics["test"]["accuracy"],
