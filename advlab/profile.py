@@ -65,7 +65,7 @@ def committed_params(path: Path = PARAMS) -> dict:
     done = subprocess.run(["git", "show", f"HEAD:./{path.as_posix()}"],
                           capture_output=True, text=True)
     if done.returncode != 0:
-        raise ParamsError(f"profile: cannot read the committed {path} ({done.stderr.strip()}); "
+        raise ParamsError(f"cannot read the committed {path} ({done.stderr.strip()}); "
                           "--on-workspace builds on the workspace file instead")
     return yaml.safe_load(done.stdout) or {}
 
@@ -89,7 +89,12 @@ def plan(name: str, on_workspace: bool = False, keep: Collection[str] = (),
     the caller sets."""
     profile = load_profile(name)
     workspace = yaml.safe_load(params_path.read_text()) or {}
-    committed = committed_params(params_path)
+    try:
+        committed = committed_params(params_path)
+    except ParamsError:
+        if not on_workspace:
+            raise
+        committed = workspace  # no git history to compare with: nothing to name
     target = deep_merge(workspace if on_workspace else committed, profile)
     try:
         parse_params(target)
