@@ -6,7 +6,9 @@ Metrics are named FILE:KEY as `dvc metrics show` flattens them (test.json:accura
 test.json:per_class.ring). The spec (gate.yaml) lists rules, each a glob on that name, a
 direction and a tolerance; the first matching rule judges a metric. The exit status is 1 when
 a metric regressed or disappeared, or a metric the spec names exactly is missing; 2 when a file
-cannot be read. Metrics no rule matches, and metrics new since the baseline, are shown only.
+cannot be read. Metrics no rule matches, and metrics new since the baseline, are shown only;
+so are those of an `info` rule (wall times, throughput: they depend on the machine), even when
+missing.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import yaml
 
 from advlab.profile import flatten
 
-DIRECTIONS = ("higher", "lower", "equal")
+DIRECTIONS = ("higher", "lower", "equal", "info")
 FAILING = ("REGRESSED", "MISSING")
 
 
@@ -34,7 +36,7 @@ class GateError(Exception):
 @dataclass(frozen=True)
 class Rule:
     pattern: str
-    better: str          # higher | lower | equal (any change beyond the tolerance fails)
+    better: str          # higher | lower | equal (any change beyond the tolerance fails) | info
     abs: float = 0.0     # allowed change in the worse direction ...
     rel: float = 0.0     # ... plus this fraction of |baseline|, as in numpy.isclose
 
@@ -138,11 +140,14 @@ def compare(baseline: dict[str, float], current: dict[str, float],
     def rule_for(name: str) -> Rule | None:
         return next((r for r in rules if fnmatch.fnmatchcase(name, r.pattern)), None)
 
-    exact = {r.pattern for r in rules if not any(c in r.pattern for c in "*?[")}
+    exact = {r.pattern for r in rules
+             if r.better != "info" and not any(c in r.pattern for c in "*?[")}
     rows = []
     for name in sorted(baseline.keys() | current.keys() | exact):
         base, cur, rule = baseline.get(name), current.get(name), rule_for(name)
-        if cur is None:
+        if rule is not None and rule.better == "info":  # reported, never judged
+            rows.append(Row(name, base, cur, "", "info"))
+        elif cur is None:
             rows.append(Row(name, base, None, "", "MISSING"))
         elif base is None:
             rows.append(Row(name, None, cur, "", "new"))
@@ -174,7 +179,7 @@ def table(rows: list[Row], markdown: bool = False) -> str:
 def summary(rows: list[Row], against: str) -> str:
     failed = [r for r in rows if r.failed]
     counts = {v: sum(r.verdict == v for r in rows) for v in ("REGRESSED", "MISSING", "improved",
-                                                               "new", "not in spec")}
+                                                               "new", "not in spec", "info")}
     detail = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
     if failed:
         return f"gate: FAIL against {against}: {detail}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -28,6 +29,7 @@ class EpochResult:
     loss: float  # mean training loss over the epoch
     val_acc: float
     step_losses: torch.Tensor  # per-iteration training loss, on the CPU
+    seconds: float = 0.0  # wall time of the epoch, validation included (a metric, never compared)
 
 
 def model_config(arch: str, train_set: ImageSet) -> ModelConfig:
@@ -161,13 +163,15 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer, train_set: ImageSet,
     steps = -(-len(train_set) // cfg.batch_size)
     scaler = gradient_scaler(unwrap(model), train_set.images.device)
     for epoch in range(start_epoch, cfg.epochs + 1):
+        start = time.perf_counter()
         with tqdm(total=steps, desc=f"epoch {epoch}/{cfg.epochs}", unit="step",
                   dynamic_ncols=True, disable=not ranks.is_main) as bar:
             losses = train_epoch(model, optimizer, train_set, cfg, epoch_seed(seed, epoch), bar,
                                  ranks, scaler)
             losses = mean_across_ranks(losses, ranks)
             val_acc = accuracy(unwrap(model), val_set, eval_batch_size)
-            result = EpochResult(epoch, losses.mean().item(), val_acc.item(), losses.cpu())
+            result = EpochResult(epoch, losses.mean().item(), val_acc.item(), losses.cpu(),
+                                 time.perf_counter() - start)  # .item() waited for the GPU
             bar.set_postfix(loss=f"{result.loss:.4f}", val_acc=f"{result.val_acc:.4f}")
         results.append(result)
         if on_epoch is not None:

@@ -10,6 +10,7 @@ from advlab.models import load_model
 from advlab.params import load_params
 from advlab.stage import path_arg, run_stage
 from advlab.tensorboard_log import log_test, open_writer
+from advlab.timing import Stopwatch, throughput
 
 
 def main(args: argparse.Namespace) -> None:
@@ -19,7 +20,8 @@ def main(args: argparse.Namespace) -> None:
     precision = pick_precision(params.base.precision, device)
     batch_size = evaluation_batch_size(params.evaluate.batch_size, device)
     model = prepare_model(load_model(args.model, device), device, precision)
-    report = classification_report(model, test_set, batch_size)
+    with Stopwatch(device) as watch:
+        report = classification_report(model, test_set, batch_size)
     print(f"test: accuracy {report['accuracy']:.4f} on {report['images']} images")
 
     names = test_set.classes
@@ -27,6 +29,7 @@ def main(args: argparse.Namespace) -> None:
     write_csv(args.metrics / "confusion.csv", ["actual", "predicted"],
               [(names[a], names[p]) for a, p in zip(test_set.labels.tolist(),
                                                     report["predictions"].tolist(), strict=True)])
+    write_json(args.metrics / "test_time.json", throughput(watch.seconds, len(test_set)))
     with open_writer(args.tensorboard) as writer:
         log_test(writer, report["accuracy"], report["per_class"])
 
@@ -35,6 +38,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     path_arg(parser, "--splits", "the folder with test.pt")
     path_arg(parser, "--model", "the trained model")
-    path_arg(parser, "--metrics", "the folder for test.json and confusion.csv")
+    path_arg(parser, "--metrics", "the folder for test.json, test_time.json and confusion.csv")
     path_arg(parser, "--tensorboard", "the TensorBoard run folder of this stage")
     run_stage("test", main, parser)

@@ -7,7 +7,6 @@ under torchrun (DDP), and rank 0 alone prints and writes.
 import argparse
 import subprocess
 import sys
-from functools import partial
 from pathlib import Path
 
 import torch
@@ -17,12 +16,12 @@ from advlab.checkpoint import fit_resumable, run_inputs
 from advlab.data import load_splits, to_float
 from advlab.device import pick_device, pick_precision, prepare_model
 from advlab.evaluate import evaluation_batch_size
-from advlab.io import write_csv, write_json
 from advlab.models import build_model, format_parameter_table, parameter_table, save_model
 from advlab.params import load_params
 from advlab.stage import path_arg, run_stage
 from advlab.tensorboard_log import log_epoch, log_graph, log_hparams, open_writer
-from advlab.train import make_optimizer, model_config
+from advlab.train import EpochResult, make_optimizer, model_config
+from advlab.train_metrics import write_train_metrics
 
 
 def main(args: argparse.Namespace) -> None:
@@ -50,6 +49,15 @@ def main(args: argparse.Namespace) -> None:
     log(format_parameter_table(rows))
 
     writer = open_writer(args.tensorboard) if ranks.is_main else None
+    extra = {"model": {"params": sum(count for *_, count in rows)},
+             "adversarial": {"mode": params.train.adversarial, "eps": params.train.adv_eps}}
+    done: list[EpochResult] = []
+
+    def on_epoch(result: EpochResult) -> None:  # rank 0: live metrics, then TensorBoard
+        done.append(result)
+        write_train_metrics(args.metrics, done, extra, len(train_set))
+        log_epoch(writer, result)
+
     inputs = run_inputs(params, [args.splits / "train.pt", args.splits / "val.pt"],
                         Path(__file__), device, ranks.world)
     trained = distributed.wrap(model, ranks, device)
@@ -57,7 +65,7 @@ def main(args: argparse.Namespace) -> None:
                             make_optimizer(trained, params.train), train_set, val_set,
                             params.train, params.base.seed,
                             evaluation_batch_size(params.evaluate.batch_size, device),
-                            on_epoch=writer and partial(log_epoch, writer), log=log, ranks=ranks)
+                            on_epoch=on_epoch if ranks.is_main else None, log=log, ranks=ranks)
     if not distributed.weights_identical_across_ranks(trained, ranks):
         raise RuntimeError("the ranks' weights differ after training")
     if ranks.world > 1:
@@ -67,16 +75,9 @@ def main(args: argparse.Namespace) -> None:
         return
 
     save_model(args.model, model)
-    write_csv(args.metrics / "train.csv", ["epoch", "loss", "val_acc"],
-              [(r.epoch, round(r.loss, 6), round(r.val_acc, 6)) for r in history])
     last = history[-1]
-    write_json(args.metrics / "train.json", {
-        "epochs": last.epoch, "loss": round(last.loss, 6), "val_acc": round(last.val_acc, 6),
-        "best_val_acc": round(max(r.val_acc for r in history), 6),
-        "model": {"params": sum(count for *_, count in rows)},
-        "adversarial": {"mode": params.train.adversarial, "eps": params.train.adv_eps},
-    })
-    log(f"train: wrote {args.model}, {args.metrics}/train.json, {args.metrics}/train.csv")
+    log(f"train: wrote {args.model}; {args.metrics}/train.json, train.csv and train_time.json "
+        "after every epoch")
     log_graph(writer, model, to_float(val_set.images[:1]))
     log_hparams(writer, params, {"loss": last.loss, "val_acc": last.val_acc,
                                  "best_val_acc": max(r.val_acc for r in history)})

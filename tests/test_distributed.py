@@ -37,7 +37,8 @@ def test_two_gloo_processes_train_in_step_and_rank_0_writes_once(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "weights identical across 2 ranks" in done.stdout
     assert done.stdout.count("train: wrote") == 1 and done.stdout.count("train: done") == 1
-    assert sorted(p.name for p in (tmp_path / "metrics").iterdir()) == ["train.csv", "train.json"]
+    assert sorted(p.name for p in (tmp_path / "metrics").iterdir()) == [
+        "train.csv", "train.json", "train_time.json"]
     assert len((tmp_path / "metrics" / "train.csv").read_text().splitlines()) == 2
     assert not list(tmp_path.rglob("*.tmp"))
     assert (tmp_path / "checkpoint.pt").is_file() and list((tmp_path / "tb").iterdir())
