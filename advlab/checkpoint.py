@@ -21,7 +21,7 @@ from torch import nn
 from advlab.closure import import_closure
 from advlab.data import ImageSet
 from advlab.datasets import md5
-from advlab.distributed import SINGLE, Ranks
+from advlab.distributed import SINGLE, Ranks, unwrap
 from advlab.errors import BadFileError
 from advlab.io import load_torch, save_torch
 from advlab.params import Params, Section, Train
@@ -32,11 +32,14 @@ VERSION = 1
 TRAIN_PARAMS = ("base", "train", "evaluate.batch_size")
 
 
-def run_inputs(params: Params, data: Sequence[Path], script: Path,
-               device: torch.device) -> dict[str, object]:
+def run_inputs(params: Params, data: Sequence[Path], script: Path, device: torch.device,
+               processes: int = 1) -> dict[str, object]:
     """Everything that determines a training run, as flat key -> value: the train params, the
     md5 of the `data` files (splits) and of the code the stage `script` runs (its import
-    closure, the same files as its code deps in dvc.yaml), torch and the device."""
+    closure, the same files as its code deps in dvc.yaml), torch, the device and the number of
+    processes. That number is not always train.gpus (torchrun started by hand), and a run on N
+    ranks differs from one on 1 (per-rank dropout and BatchNorm statistics on CPU, the
+    all-reduce's rounding), so a checkpoint is resumed only with as many processes."""
     inputs: dict[str, object] = {}
     for key in TRAIN_PARAMS:
         value: object = params
@@ -53,6 +56,7 @@ def run_inputs(params: Params, data: Sequence[Path], script: Path,
         inputs[f"md5 {name}"] = md5(root / name)
     inputs["torch"] = str(torch.__version__)  # a TorchVersion, which weights_only refuses
     inputs["device"] = device.type
+    inputs["processes"] = processes
     return inputs
 
 
@@ -69,8 +73,8 @@ def save_checkpoint(path: Path, inputs: dict[str, object], model: nn.Module,
 def restore(path: Path, inputs: dict[str, object], model: nn.Module,
             optimizer: torch.optim.Optimizer, log: Callable[[str], None] = print
             ) -> list[EpochResult]:
-    """Loads the checkpoint into model and optimizer if it is from this run; returns the epochs
-    it completed ([] for a fresh start)."""
+    """Loads the checkpoint into model (unwrapped from DDP) and optimizer if it is from this run;
+    returns the epochs it completed ([] for a fresh start)."""
     if not path.is_file():
         return []
     try:
@@ -88,7 +92,7 @@ def restore(path: Path, inputs: dict[str, object], model: nn.Module,
         log(f"train: the checkpoint {path} is from different params, data or code "
             f"({shown} changed); starting fresh")
         return []
-    model.load_state_dict(blob["model"])
+    unwrap(model).load_state_dict(blob["model"])
     optimizer.load_state_dict(blob["optimizer"])
     return [EpochResult(**r) for r in blob["history"]]
 
@@ -117,7 +121,7 @@ def fit_resumable(path: Path, inputs: dict[str, object], model: nn.Module,
 
     def checkpoint(result: EpochResult) -> None:
         if ranks.is_main:
-            save_checkpoint(path, inputs, model, optimizer, [*history, result])
+            save_checkpoint(path, inputs, unwrap(model), optimizer, [*history, result])
         history.append(result)  # only now is the epoch saved
         if on_epoch is not None:
             on_epoch(result)

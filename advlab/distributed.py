@@ -16,6 +16,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from advlab.params import ParamsError
+
 
 @dataclass(frozen=True)
 class Ranks:
@@ -32,7 +34,28 @@ SINGLE = Ranks()
 
 
 def launched_by_torchrun() -> bool:
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return torchrun_world() > 1
+
+
+def torchrun_world() -> int:
+    """The number of processes torchrun started (1 outside torchrun)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def check_processes(device: torch.device, processes: int, device_param: str) -> None:
+    """Refuses, as a params error, what DDP on `device` with `processes` ranks cannot do:
+    more ranks than visible CUDA GPUs (each rank takes one), or one named GPU for several ranks
+    (rank r takes GPU r; choose the GPUs with CUDA_VISIBLE_DEVICES instead)."""
+    if device.type != "cuda" or processes == 1:
+        return
+    visible = torch.cuda.device_count()
+    if processes > visible:
+        raise ParamsError(f"params: train.gpus = {processes} is not allowed; expected at most "
+                          f"{visible} (the CUDA GPUs visible here)")
+    if device.index is not None:
+        raise ParamsError(f"params: base.device = {device_param!r} is not allowed with "
+                          f"{processes} processes; expected cuda or auto (rank r takes GPU r; "
+                          "choose GPUs with CUDA_VISIBLE_DEVICES)")
 
 
 def torchrun_command(processes: int, argv: list[str]) -> list[str]:
@@ -58,10 +81,14 @@ def wrap(model: nn.Module, ranks: Ranks, device: torch.device) -> nn.Module:
     """DDP around the model when there are several ranks (SyncBatchNorm where supported)."""
     if ranks.world == 1:
         return model
-    if device.type == "cuda":  # SyncBatchNorm runs on GPUs only; on CPU BatchNorm stays per rank
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if device.type != "cuda":  # SyncBatchNorm runs on GPUs only; on CPU BatchNorm stays per
+        return nn.parallel.DistributedDataParallel(model)  # rank, rank 0's buffers broadcast
+    # SyncBatchNorm's running statistics come from the global batch, so they are equal on every
+    # rank already: broadcasting them before each forward (DDP's default) would only add a
+    # collective per step.
     return nn.parallel.DistributedDataParallel(
-        model, device_ids=[device.index] if device.type == "cuda" else None)
+        nn.SyncBatchNorm.convert_sync_batchnorm(model), device_ids=[device.index],
+        broadcast_buffers=False)
 
 
 def unwrap(model: nn.Module) -> nn.Module:

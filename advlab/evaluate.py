@@ -10,17 +10,28 @@ import torch
 from torch import nn
 
 from advlab.data import ImageSet, batches, to_float
-from advlab.device import autocast
+from advlab.device import evaluating
+
+# evaluate.batch_size: auto, per device type. CPU: measured with benchmarks/eval_batch.py
+# (docs/performance.md); a batch whose activations stay in the caches. GPU: a large batch keeps
+# the card busy, and 1000 CIFAR images need ~0.2 GB of activations for the attack's backward.
+AUTO_BATCH = {"cpu": 128, "cuda": 1000, "mps": 1000}
+
+
+def evaluation_batch_size(setting: int | str, device: torch.device) -> int:
+    """evaluate.batch_size as a number: `auto` resolved for the device type, ints as given."""
+    return AUTO_BATCH.get(device.type, 1000) if setting == "auto" else int(setting)
 
 
 @torch.inference_mode()
 def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """float32 logits (N, classes) for uint8 images, on the images' device."""
+    """float32 logits (N, classes) for uint8 images, on the images' device, in the model's
+    precision with its last layer in fp32 (models.LabCNN) and reproducible cuDNN."""
     was_training = model.training
     model.eval()
     device = images.device
     out = []
-    with autocast(device):
+    with evaluating(model, device):
         for index in batches(len(images), batch_size, device=device):
             out.append(model(to_float(images[index])).float())
     model.train(was_training)

@@ -52,6 +52,7 @@ class LabCNN(nn.Module):
 
     widths = (32, 64, 128)
     hidden = 256
+    precision = torch.float32  # the autocast dtype callers run it in (device.prepare_model)
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -68,7 +69,15 @@ class LabCNN(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)
+        *body, head = self.layers
+        for layer in body:
+            x = layer(x)
+        if torch.is_autocast_enabled(x.device.type):
+            # The last layer in fp32: bf16 logits are spaced 0.0625 apart near 10, so two
+            # classes could tie and argmax would pick by class index.
+            with torch.autocast(x.device.type, enabled=False):
+                return head(x.float())
+        return head(x)
 
     @torch.no_grad()
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:

@@ -36,6 +36,7 @@ ADVERSARIAL = ("none", "fgsm_rs", "pgd")  # train.adversarial
 # attack.methods and attack.ensemble: the names of advlab/attacks/registry.py (which checks
 # that they agree; the registry cannot be imported here: it imports modules that import this)
 METHODS = ("fgsm", "pgd", "apgd_ce", "apgd_t", "square")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # base.precision
 DEVICE = re.compile(r"^(auto|cpu|cuda|mps|cuda:\d+)$")
 SCHEMA_FILE = "params.schema.json"
 DVC_EXPERIMENT = "DVC_EXP_NAME"  # set by `dvc exp run` for the stages it runs
@@ -109,6 +110,7 @@ class Base(Section):
     device: Annotated[str, Strict(), Field(
         description="auto, cpu, cuda, cuda:N or mps", json_schema_extra={"pattern": DEVICE.pattern}
     )] = "auto"
+    precision: choice(PRECISIONS) = "auto"
 
     @field_validator("device")
     @classmethod
@@ -168,7 +170,8 @@ class Train(Section):
 
 
 class Evaluate(Section):
-    batch_size: integer(gt=0) = 1000
+    batch_size: Annotated[Literal["auto"] | Annotated[int, Strict(), Field(gt=0)],
+                          Field(description="auto or an integer > 0")] = "auto"
 
 
 class Pgd(Section):

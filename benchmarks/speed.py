@@ -31,10 +31,10 @@ from tqdm import tqdm
 
 from advlab.data import ImageSet
 from advlab.datasets import synthetic_images
-from advlab.device import pick_device, prepare_model
-from advlab.evaluate import classification_report
+from advlab.device import pick_device, pick_precision, prepare_model
+from advlab.evaluate import AUTO_BATCH, classification_report
 from advlab.models import build_model
-from advlab.params import Attack, Evaluate, Train
+from advlab.params import Attack, Train
 from advlab.train import make_optimizer, model_config, train_epoch
 
 try:
@@ -204,7 +204,8 @@ def null_bar(total: int) -> tqdm:
 # ---- the benchmark -----------------------------------------------------------------------------
 
 STAGES = ("split", "train", "eval", "attack")
-CPU_CACHE_BATCH = 128  # on CPU a batch whose activations fit in cache is the faster one
+CPU_CACHE_BATCH = AUTO_BATCH["cpu"]  # on CPU a batch whose activations fit in cache
+GPU_BATCH = AUTO_BATCH["cuda"]
 Row = tuple[str, "Side", "Side | None"]
 
 
@@ -221,8 +222,8 @@ def main() -> None:
                              "image at a time (default: 1000 CPU, 2000 GPU)")
     parser.add_argument("--eval-batch", default=None,
                         help="the project's evaluation and attack batch sizes, comma-separated,"
-                             f" one row each (default: params' evaluate.batch_size "
-                             f"{Evaluate().batch_size}, and {CPU_CACHE_BATCH} on CPU)")
+                             f" one row each (default: {GPU_BATCH}, and {CPU_CACHE_BATCH} on CPU"
+                             " where evaluate.batch_size: auto picks it)")
     parser.add_argument("--stages", default=",".join(STAGES),
                         help=f"comma-separated subset of {','.join(STAGES)}")
     parser.add_argument("--seed", type=int, default=0)
@@ -235,7 +236,7 @@ def main() -> None:
     device = pick_device(args.device)
     gpu = device.type == "cuda"
     eval_batches = ([int(b) for b in args.eval_batch.split(",")] if args.eval_batch else
-                    [Evaluate().batch_size] + ([] if gpu else [CPU_CACHE_BATCH]))
+                    [GPU_BATCH] + ([] if gpu else [CPU_CACHE_BATCH]))
     bench = Bench(device, n_train=args.train_images or (40_000 if gpu else 4_000),
                   n_test=args.slow_images or (2_000 if gpu else 1_000),
                   eval_batches=eval_batches, seed=args.seed)
@@ -272,7 +273,8 @@ class Bench:
         self.forward_flops = flops(lambda: initial(torch.rand(1, *self.train_cpu.shape)))
         # the lab's model: .to(device); the project's: prepare_model. Same initial weights.
         self.lab_model = copy.deepcopy(initial).to(device)
-        self.project_model = prepare_model(copy.deepcopy(initial), device)
+        self.project_model = prepare_model(copy.deepcopy(initial), device,
+                                           pick_precision("auto", device))
         self.lab_train_set, self.lab_test_set = LabCIFAR(self.train_cpu), LabCIFAR(self.test_cpu)
         self.train_set, self.test_set = self.train_cpu.to(device), self.test_cpu.to(device)
         self.lab_list: list | None = None

@@ -7,7 +7,8 @@ import argparse
 from advlab.attacks import AttackResult, attack_subset, save_metrics, sweep, worst_case
 from advlab.attacks.registry import WORST_CASE, settings_of
 from advlab.data import load_splits
-from advlab.device import pick_device, prepare_model
+from advlab.device import pick_device, pick_precision, prepare_model
+from advlab.evaluate import evaluation_batch_size
 from advlab.figures import attack_examples, save_png
 from advlab.io import write_json
 from advlab.models import load_model
@@ -35,18 +36,21 @@ def main(args: argparse.Namespace) -> None:
     device = pick_device(params.base.device)
     test_set = load_splits(args.splits, ("test",))["test"].to(device)
     test_set = attack_subset(test_set, cfg.max_images, params.base.seed)
-    model = prepare_model(load_model(args.model, device), device)  # as in test: eps 0 matches
+    precision = pick_precision(params.base.precision, device)
+    batch_size = evaluation_batch_size(params.evaluate.batch_size, device)
+    # as in the test stage, so that accuracy at eps 0 equals the test accuracy exactly
+    model = prepare_model(load_model(args.model, device), device, precision)
     results, timing = [], {}
     per_run = len(test_set) * len(cfg.epsilons)  # images/s: one image per test image and eps
     for method in cfg.methods:
         with Stopwatch(device) as watch:
-            results.append(sweep(model, test_set, cfg.epsilons, params.evaluate.batch_size,
-                                 method, settings_of(method, cfg), params.base.seed))
+            results.append(sweep(model, test_set, cfg.epsilons, batch_size, method,
+                                 settings_of(method, cfg), params.base.seed))
         timing[method] = throughput(watch.seconds, per_run)
         report(results[-1])
     if cfg.ensemble:
         with Stopwatch(device) as watch:
-            results.append(worst_case(model, test_set, cfg.epsilons, params.evaluate.batch_size,
+            results.append(worst_case(model, test_set, cfg.epsilons, batch_size,
                                       [(name, settings_of(name, cfg)) for name in cfg.ensemble],
                                       results, params.base.seed))
         timing[WORST_CASE] = throughput(watch.seconds, per_run)

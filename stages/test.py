@@ -3,8 +3,8 @@
 import argparse
 
 from advlab.data import load_splits
-from advlab.device import pick_device, prepare_model
-from advlab.evaluate import classification_report
+from advlab.device import pick_device, pick_precision, prepare_model
+from advlab.evaluate import classification_report, evaluation_batch_size
 from advlab.io import write_csv, write_json
 from advlab.models import load_model
 from advlab.params import load_params
@@ -17,9 +17,11 @@ def main(args: argparse.Namespace) -> None:
     params = load_params()
     device = pick_device(params.base.device)
     test_set = load_splits(args.splits, ("test",))["test"].to(device)
-    model = prepare_model(load_model(args.model, device), device)
+    precision = pick_precision(params.base.precision, device)
+    batch_size = evaluation_batch_size(params.evaluate.batch_size, device)
+    model = prepare_model(load_model(args.model, device), device, precision)
     with Stopwatch(device) as watch:
-        report = classification_report(model, test_set, params.evaluate.batch_size)
+        report = classification_report(model, test_set, batch_size)
     print(f"test: accuracy {report['accuracy']:.4f} on {report['images']} images")
 
     names = test_set.classes

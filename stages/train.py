@@ -14,7 +14,8 @@ import torch
 from advlab import distributed
 from advlab.checkpoint import fit_resumable, run_inputs
 from advlab.data import load_splits, to_float
-from advlab.device import pick_device, prepare_model
+from advlab.device import pick_device, pick_precision, prepare_model
+from advlab.evaluate import evaluation_batch_size
 from advlab.models import build_model, format_parameter_table, parameter_table, save_model
 from advlab.params import load_params
 from advlab.stage import path_arg, run_stage
@@ -25,20 +26,24 @@ from advlab.train_metrics import write_train_metrics
 
 def main(args: argparse.Namespace) -> None:
     params = load_params()
-    if params.train.gpus > 1 and not distributed.launched_by_torchrun():
-        sys.exit(subprocess.call(distributed.torchrun_command(params.train.gpus, sys.argv)))
     device = pick_device(params.base.device)
+    by_torchrun = distributed.launched_by_torchrun()
+    processes = distributed.torchrun_world() if by_torchrun else params.train.gpus
+    distributed.check_processes(device, processes, params.base.device)
+    if processes > 1 and not by_torchrun:
+        sys.exit(subprocess.call(distributed.torchrun_command(processes, sys.argv)))
     ranks = distributed.SINGLE
-    if distributed.launched_by_torchrun():
+    if by_torchrun:
         ranks, device = distributed.join(device)
     log = print if ranks.is_main else lambda *_: None
     splits = load_splits(args.splits, ("train", "val"))
     train_set, val_set = splits["train"].to(device), splits["val"].to(device)
 
     torch.manual_seed(params.base.seed)
-    model = prepare_model(build_model(model_config(params.train.model, splits["train"])), device)
+    model = prepare_model(build_model(model_config(params.train.model, splits["train"])), device,
+                          pick_precision(params.base.precision, device))
     rows = parameter_table(model)
-    log(f"train: {params.train.model} on {device}"
+    log(f"train: {params.train.model} on {device} in {str(model.precision).removeprefix('torch.')}"
         + (f" x {ranks.world} ranks" if ranks.world > 1 else "")
         + ", parameters by the lab's Table 1.3:")
     log(format_parameter_table(rows))
@@ -54,11 +59,12 @@ def main(args: argparse.Namespace) -> None:
         log_epoch(writer, result)
 
     inputs = run_inputs(params, [args.splits / "train.pt", args.splits / "val.pt"],
-                        Path(__file__), device)
+                        Path(__file__), device, ranks.world)
     trained = distributed.wrap(model, ranks, device)
     history = fit_resumable(args.checkpoint, inputs, trained,
                             make_optimizer(trained, params.train), train_set, val_set,
-                            params.train, params.base.seed, params.evaluate.batch_size,
+                            params.train, params.base.seed,
+                            evaluation_batch_size(params.evaluate.batch_size, device),
                             on_epoch=on_epoch if ranks.is_main else None, log=log, ranks=ranks)
     if not distributed.weights_identical_across_ranks(trained, ranks):
         raise RuntimeError("the ranks' weights differ after training")

@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advlab.attacks import fgsm_gradient_sign, fgsm_sweep, no_tf32, perturb, summary
+from advlab.attacks import fgsm_gradient_sign, fgsm_sweep, perturb, summary
 from advlab.data import ImageSet, to_float
 from advlab.datasets import synthetic_images
-from advlab.device import pick_device
+from advlab.device import pick_device, pick_precision, prepare_model
 from advlab.evaluate import classification_report, predict_logits
 from advlab.models import LabCNN, build_model
 from advlab.params import ParamsError, Train, parse_params
@@ -77,11 +77,13 @@ def test_eps_zero_is_the_test_accuracy_for_any_batch_size(small):
                                    rtol=0, atol=0)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_eps_zero_is_the_test_stage_accuracy_on_cuda(small):
     """On CUDA predictions run under bf16 autocast; eps = 0 must still match the test stage."""
     model, test_set = small
-    model = copy.deepcopy(model).to(pick_device("cuda"))
+    device = pick_device("cuda")
+    model = prepare_model(copy.deepcopy(model), device, pick_precision("auto", device))
     data = test_set.to(torch.device("cuda"))
     report = classification_report(model, data, batch_size=50)
     result = fgsm_sweep(model, data, (0.0, 0.1), batch_size=50)
@@ -117,18 +119,6 @@ def test_gradient_uses_eval_mode_and_changes_nothing(small):
         assert torch.equal(value, state[key]), f"{key} changed"
     for p, g in zip(model.parameters(), grads, strict=True):
         assert (p.grad is None and g is None) or torch.equal(p.grad, g)
-
-
-def test_no_tf32_turns_tf32_off_and_restores_it():
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    try:
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-        with no_tf32():
-            assert not torch.backends.cuda.matmul.allow_tf32
-            assert not torch.backends.cudnn.allow_tf32
-        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def test_summary_names_every_eps(small):

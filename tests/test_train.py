@@ -3,7 +3,8 @@ import torch
 from conftest import train_tiny
 
 from advlab.evaluate import classification_report, confusion_matrix, predict_logits
-from advlab.train import augment
+from advlab.params import Train
+from advlab.train import augment, draw_noise
 
 
 def test_model_learns_the_synthetic_task(trained_model, tiny_sets):
@@ -59,8 +60,8 @@ def test_augment_shifts_by_up_to_4_pixels_and_flips_half_the_images():
     rows, cols = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
     pattern = torch.stack([c * 1024 + rows * 32 + cols + 1 for c in range(3)]).float() / 3072
     x = pattern.expand(200, 3, 32, 32).contiguous()
-    torch.manual_seed(0)
-    y = augment(x)
+    noise = draw_noise(200, (3, 32, 32), Train(augment=True), torch.Generator().manual_seed(0))
+    y = augment(x, noise.shifts, noise.flips)
     assert y.shape == x.shape
     found = [shift_and_flip(pattern, image) for image in y]
     assert {dy for dy, _, _ in found} == set(range(9))

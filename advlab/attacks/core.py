@@ -7,30 +7,17 @@ adversarial image is clamped to [0, 1] as well as to the L-infinity ball around 
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advlab.device import autocast
+from advlab.device import evaluating, no_tf32
 
 # per-image loss of (logits, labels): the attack ascends it
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-@contextlib.contextmanager
-def no_tf32() -> Iterator[None]:
-    """Full fp32 matmuls and convolutions for the block: pick_device turns TF32 on for CUDA,
-    whose 10-bit mantissa could flip the sign of small gradient entries."""
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -84,7 +71,7 @@ class Draws:
 @torch.inference_mode()
 def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Logits in the same precision context as evaluate.predict_logits."""
-    with autocast(x.device):
+    with evaluating(model, x.device):
         return model(x).float()
 
 

@@ -67,15 +67,17 @@ def training_attack(cfg: Train) -> Pgd:
 
 
 def adversarial_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                      cfg: Train) -> torch.Tensor:
+                      cfg: Train, start: torch.Tensor | None = None) -> torch.Tensor:
     """The training batch for cfg.adversarial: x itself for `none`, else PGD with
     training_attack(cfg) at cfg.adv_eps (the last iterate: training wants the hardest point).
 
     The examples are made with the model in eval mode (as TRADES does), so the attack does
     not update BatchNorm's running statistics and the model is left in the mode it was in.
-    The random start draws from the global generator, which train_epoch seeds per epoch."""
+    `start` is the random start (uniform_start's noise); None draws it from the global
+    generator. train_epoch passes its rank's slice of the global batch's noise."""
     if cfg.adversarial == "none":
         return x
+    start = uniform_start(x) if start is None else start
     settings = training_attack(cfg)
     step_size = settings.step_scale * cfg.adv_eps / settings.steps
-    return pgd(model, x, y, cfg.adv_eps, settings.steps, step_size, uniform_start(x)).detach()
+    return pgd(model, x, y, cfg.adv_eps, settings.steps, step_size, start).detach()
