@@ -7,6 +7,7 @@ and the regression gate reports them without judging (they depend on the machine
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -36,3 +37,10 @@ def throughput(seconds: float, images: int) -> dict[str, float]:
     """{"seconds", "images_per_s"}, rounded: timings are noise below a millisecond."""
     return {"seconds": round(seconds, 3),
             "images_per_s": round(images / seconds, 1) if seconds > 0 else 0.0}
+
+
+def seconds(work: Callable[[], object], device: torch.device) -> float:
+    """Wall time of one call of `work`, GPU work included (benchmarks)."""
+    with Stopwatch(device) as watch:
+        work()
+    return watch.seconds

@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import time
-from collections.abc import Callable
 
 import torch
 
@@ -24,17 +22,8 @@ from advlab.device import pick_device, pick_precision, prepare_model
 from advlab.evaluate import classification_report, evaluation_batch_size
 from advlab.models import build_model
 from advlab.params import Attack
+from advlab.timing import seconds
 from advlab.train import model_config
-
-
-def seconds(work: Callable[[], object], device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    work()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start
 
 
 def main() -> None:

@@ -16,7 +16,6 @@ import argparse
 import copy
 import io
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -35,6 +34,7 @@ from advlab.device import pick_device, pick_precision, prepare_model
 from advlab.evaluate import AUTO_BATCH, classification_report
 from advlab.models import build_model
 from advlab.params import Attack, Train
+from advlab.timing import seconds
 from advlab.train import make_optimizer, model_config, train_epoch
 
 try:
@@ -140,16 +140,6 @@ class Side:
     @property
     def rate(self) -> float:
         return self.images * self.runs / self.seconds
-
-
-def seconds(fn: Callable[[], object], device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start
 
 
 class _NoModuleTracker:
