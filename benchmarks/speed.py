@@ -32,10 +32,10 @@ from advlab.data import ImageSet
 from advlab.datasets import synthetic_images
 from advlab.device import pick_device, pick_precision, prepare_model
 from advlab.evaluate import AUTO_BATCH, classification_report
-from advlab.models import build_model
+from advlab.models import build_model, model_config
 from advlab.params import Attack, Train
 from advlab.timing import seconds
-from advlab.train import make_optimizer, model_config, train_epoch
+from advlab.train import make_optimizer, train_epoch
 
 try:
     from advlab.attacks import fgsm_sweep
