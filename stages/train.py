@@ -60,7 +60,7 @@ def main(args: argparse.Namespace) -> None:
 
     inputs = run_inputs(params, [args.splits / "train.pt", args.splits / "val.pt"],
                         Path(__file__), device, ranks.world)
-    trained = distributed.wrap(model, ranks, device)
+    trained = distributed.wrap(model, ranks, device, params.train.compile)
     history = fit_resumable(args.checkpoint, inputs, trained,
                             make_optimizer(trained, params.train), train_set, val_set,
                             params.train, params.base.seed,
