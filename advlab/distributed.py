@@ -77,8 +77,15 @@ def join(device: torch.device) -> tuple[Ranks, torch.device]:
     return ranks, device
 
 
-def wrap(model: nn.Module, ranks: Ranks, device: torch.device) -> nn.Module:
-    """DDP around the model when there are several ranks (SyncBatchNorm where supported)."""
+def wrap(model: nn.Module, ranks: Ranks, device: torch.device, compile: bool = False) -> nn.Module:
+    """What the training step calls: DDP around the model when there are several ranks
+    (SyncBatchNorm where supported), compiled by torch.compile when `compile` (train.compile).
+    Everything else (validation, the training attack, checkpoints) runs `unwrap`'s module."""
+    wrapped = _ddp(model, ranks, device)
+    return torch.compile(wrapped) if compile else wrapped
+
+
+def _ddp(model: nn.Module, ranks: Ranks, device: torch.device) -> nn.Module:
     if ranks.world == 1:
         return model
     if device.type != "cuda":  # SyncBatchNorm runs on GPUs only; on CPU BatchNorm stays per
@@ -92,6 +99,8 @@ def wrap(model: nn.Module, ranks: Ranks, device: torch.device) -> nn.Module:
 
 
 def unwrap(model: nn.Module) -> nn.Module:
+    """The model itself, out of torch.compile's wrapper and DDP's (same parameters)."""
+    model = getattr(model, "_orig_mod", model)  # torch.compile's OptimizedModule
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 

@@ -26,7 +26,7 @@ def evaluation_batch_size(setting: int | str, device: torch.device) -> int:
 @torch.inference_mode()
 def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
     """float32 logits (N, classes) for uint8 images, on the images' device, in the model's
-    precision with its last layer in fp32 (models.LabCNN) and reproducible cuDNN."""
+    precision with its last layer in fp32 (models.Classifier) and reproducible cuDNN."""
     was_training = model.training
     model.eval()
     device = images.device

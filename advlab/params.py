@@ -30,7 +30,7 @@ from pydantic import (
 from advlab.errors import InputError
 
 DATASETS = ("cifar10", "fashion_mnist", "synthetic")
-MODELS = ("lab_cnn",)
+MODELS = ("lab_cnn", "preact_resnet18", "wide_resnet", "fast_cnn")  # advlab/models/registry.py
 OFFICIAL_TRAIN_SIZE = {"cifar10": 50_000, "fashion_mnist": 60_000}  # images, verified files
 ADVERSARIAL = ("none", "fgsm_rs", "pgd")  # train.adversarial
 # attack.methods and attack.ensemble: the names of advlab/attacks/registry.py (which checks
@@ -160,6 +160,19 @@ class Train(Section):
     adversarial: choice(ADVERSARIAL) = "none"
     adv_eps: number(ge=0, le=1) = 8 / 255
     adv_steps: integer(gt=0) = 7
+    depth: integer(gt=0) = 16  # wide_resnet
+    width: integer(gt=0) = 4  # wide_resnet
+    widths: Annotated[tuple[Annotated[int, Strict(), Field(gt=0)], ...], Field(
+        min_length=1, description="a non-empty list of integers > 0")] = (64, 256, 256)
+    whiten: Flag = True  # fast_cnn
+    compile: Flag = False
+
+    @model_validator(mode="after")
+    def _wide_resnet_depth(self) -> Train:
+        if self.model == "wide_resnet" and (self.depth < 10 or (self.depth - 4) % 6):
+            raise Rule(("depth",), self.depth, "6n + 4 with n >= 1 (10, 16, 22, 28, 34, ...): "
+                       "wide_resnet has three stages of n blocks")
+        return self
 
     @model_validator(mode="after")
     def _batch_splits(self) -> Train:

@@ -17,7 +17,6 @@ from advlab.data import ImageSet, batches, to_float
 from advlab.device import autocast, gradient_scaler
 from advlab.distributed import SINGLE, Ranks, mean_across_ranks, unwrap
 from advlab.evaluate import accuracy
-from advlab.models import ModelConfig
 from advlab.params import Train
 
 PROGRESS_EVERY = 25  # steps between progress-bar refreshes (each one reads the loss: a sync)
@@ -30,18 +29,6 @@ class EpochResult:
     val_acc: float
     step_losses: torch.Tensor  # per-iteration training loss, on the CPU
     seconds: float = 0.0  # wall time of the epoch, validation included (a metric, never compared)
-
-
-def model_config(arch: str, train_set: ImageSet) -> ModelConfig:
-    """A model sized for the data, normalizing by the training split's per-channel statistics."""
-    pixels = train_set.images.transpose(0, 1).reshape(train_set.shape[0], -1).double() / 255
-    channels, height, width = train_set.shape
-    if height != width:
-        raise ValueError(f"images must be square, got {height}x{width}")
-    return ModelConfig(arch=arch, in_channels=channels, image_size=height,
-                       num_classes=len(train_set.classes),
-                       mean=tuple(round(v, 6) for v in pixels.mean(1).tolist()),
-                       std=tuple(round(v, 6) for v in pixels.std(1).tolist()))
 
 
 def make_optimizer(model: nn.Module, cfg: Train) -> torch.optim.Optimizer:

@@ -27,9 +27,9 @@ from advlab.data import ImageSet, to_float
 from advlab.datasets import synthetic_images
 from advlab.device import pick_device, prepare_model
 from advlab.evaluate import predict_logits
-from advlab.models import build_model
+from advlab.models import build_model, model_config
 from advlab.params import Attack, Pgd, Train
-from advlab.train import fit, make_optimizer, model_config
+from advlab.train import fit, make_optimizer
 
 
 def old_pgd_sweep(model: nn.Module, test_set: ImageSet, epsilons: tuple[float, ...],

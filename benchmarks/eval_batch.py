@@ -20,10 +20,9 @@ from advlab.attacks import fgsm_sweep
 from advlab.datasets import synthetic_images
 from advlab.device import pick_device, pick_precision, prepare_model
 from advlab.evaluate import classification_report, evaluation_batch_size
-from advlab.models import build_model
+from advlab.models import build_model, model_config
 from advlab.params import Attack
 from advlab.timing import seconds
-from advlab.train import model_config
 
 
 def main() -> None:

@@ -21,9 +21,9 @@ from advlab.attacks import fgsm_sweep
 from advlab.datasets import synthetic_images
 from advlab.device import pick_device, prepare_model
 from advlab.evaluate import predict_logits
-from advlab.models import build_model
+from advlab.models import build_model, model_config
 from advlab.params import Attack, Train
-from advlab.train import make_optimizer, model_config, train_epoch
+from advlab.train import make_optimizer, train_epoch
 
 
 def main() -> None:

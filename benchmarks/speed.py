@@ -1,12 +1,17 @@
-"""Speed: the lab's loops as written against the project's code, side by side in one process.
+"""Speed: the lab's loops as written against the project's code, side by side in one process;
+then each model's training throughput.
 
 Same data (synthetic CIFAR-shaped uint8 images: speed does not depend on content), same model
 (LabCNN, same initial weights), same machine, same number of images on both sides. Prints
 images/s for each side, the ratio project/lab, FLOPs per image (counted with FlopCounterMode
 on each side's own work) and the achieved GFLOP/s against this machine's measured fp32 matmul
-peak. A benchmark, not a test:
+peak. The `models` stage trains every model of the registry at its default size (lab_cnn,
+PreActResNet-18, WRN-16-4, fast_cnn at airbench94's widths) for the same images and reports
+images/s, FLOPs per image and % of that peak; with --compile also train.compile's
+(torch.compile) images/s and its ratio to eager. A benchmark, not a test:
 
     ./run python benchmarks/speed.py                 # CPU here: a few minutes on 2 cores
+    ./run python benchmarks/speed.py --stages models --compile   # each model, eager vs compiled
     ./run python benchmarks/speed.py --device cuda   # larger default sizes on a GPU
 """
 
@@ -18,6 +23,7 @@ import io
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -31,11 +37,12 @@ from tqdm import tqdm
 from advlab.data import ImageSet
 from advlab.datasets import synthetic_images
 from advlab.device import pick_device, pick_precision, prepare_model
+from advlab.distributed import SINGLE, wrap
 from advlab.evaluate import AUTO_BATCH, classification_report
-from advlab.models import build_model
+from advlab.models import ARCHITECTURES, build_model, model_config, new_model
 from advlab.params import Attack, Train
 from advlab.timing import seconds
-from advlab.train import make_optimizer, model_config, train_epoch
+from advlab.train import make_optimizer, train_epoch
 
 try:
     from advlab.attacks import fgsm_sweep
@@ -128,6 +135,7 @@ def lab_attack(model: nn.Module, loader: DataLoader, epsilons: tuple[float, ...]
 # ---- measuring ---------------------------------------------------------------------------------
 
 MIN_SECONDS = 1.0
+MODEL_ROUNDS = 3
 
 @dataclass
 class Side:
@@ -165,10 +173,10 @@ def flops(fn: Callable[[], object]) -> int:
 
 
 def measure(work: Callable[[int], object], images: int, probe: int, device: torch.device,
-            per_image: int = 1) -> Side:
+            per_image: int = 1, count_flops: bool = True) -> Side:
     """work(n) processes n images. FLOPs from work(probe); warm-up with it too; then timed,
     rerun until MIN_SECONDS have passed (a short run alone would be mostly noise)."""
-    counted = flops(lambda: work(probe)) / (probe * per_image)
+    counted = flops(lambda: work(probe)) / (probe * per_image) if count_flops else 0.0
     work(probe)
     out: list = []
     runs, elapsed = 0, 0.0
@@ -193,10 +201,12 @@ def null_bar(total: int) -> tqdm:
 
 # ---- the benchmark -----------------------------------------------------------------------------
 
-STAGES = ("split", "train", "eval", "attack")
+LAB_STAGES = ("split", "train", "eval", "attack")
+STAGES = (*LAB_STAGES, "models")
 CPU_CACHE_BATCH = AUTO_BATCH["cpu"]  # on CPU a batch whose activations fit in cache
 GPU_BATCH = AUTO_BATCH["cuda"]
 Row = tuple[str, "Side", "Side | None"]
+ModelRow = tuple[str, int, "Side", "Side | None"]  # model, parameters, eager, compiled
 
 
 def main() -> None:
@@ -214,6 +224,13 @@ def main() -> None:
                         help="the project's evaluation and attack batch sizes, comma-separated,"
                              f" one row each (default: {GPU_BATCH}, and {CPU_CACHE_BATCH} on CPU"
                              " where evaluate.batch_size: auto picks it)")
+    parser.add_argument("--model-images", type=int, default=None,
+                        help="images per timed epoch of each model (default: 256 CPU, 8192 GPU)")
+    parser.add_argument("--model-batch", type=int, default=128,
+                        help="the models' training batch (the recipes' 128; lab row: 32)")
+    parser.add_argument("--compile", action="store_true",
+                        help="models: also time train.compile (torch.compile); compiling "
+                             "takes minutes per model on a CPU")
     parser.add_argument("--stages", default=",".join(STAGES),
                         help=f"comma-separated subset of {','.join(STAGES)}")
     parser.add_argument("--seed", type=int, default=0)
@@ -233,9 +250,13 @@ def main() -> None:
     load_at_start = os.getloadavg()[0]
     size = 8192 if gpu else 2048
     peak = matmul_peak(device, size)
-    rows = [row for stage in stages for row in getattr(bench, stage)()]
+    rows = [row for stage in stages if stage in LAB_STAGES for row in getattr(bench, stage)()]
+    model_rows = (bench.models(args.model_images or (8192 if gpu else 256), args.model_batch,
+                               args.compile) if "models" in stages else [])
     peak = max(peak, matmul_peak(device, size))  # before and after: the best is the machine's
     print_report(rows, device, args.threads, bench.forward_flops, peak)
+    if model_rows:
+        print_model_report(model_rows, args.model_batch, peak)
     load, cores = max(load_at_start, os.getloadavg()[0]), len(os.sched_getaffinity(0))
     if device.type == "cpu" and args.threads > 1 and load > cores + 0.5:  # ours count in it
         bench.notes.append(
@@ -334,6 +355,45 @@ class Bench:
                                           self.epsilons, b),
             self.n_test, 16, self.device, per_image=eps)) for batch in self.eval_batches]
 
+    def models(self, n: int, batch: int, compiled: bool) -> list[ModelRow]:
+        """Each model's training epoch over the first n training images (a whole number of
+        batches, so compiled code sees one batch shape), eager and, if asked, compiled.
+        After a warm-up (compiling), eager and compiled epochs alternate MODEL_ROUNDS times
+        and each keeps its fastest: other processes' load slows some epochs, never speeds one."""
+        n = max(batch, n // batch * batch)
+        data = self._first(self.train_set, n)
+        precision = pick_precision("auto", self.device)
+        rows = []
+        for arch in ARCHITECTURES:
+            cfg = Train(model=arch, batch_size=batch)
+            torch.manual_seed(self.seed)
+            model = prepare_model(new_model(cfg, self.train_cpu), self.device, precision)
+            runs = [self._model_epoch(model, data, cfg, compile_)
+                    for compile_ in ((False, True) if compiled else (False,))]
+            counted = flops(partial(runs[0], batch)) / batch
+            for run in runs:
+                run(n)  # warm-up: compiles on the compiled side
+            best = [float("inf")] * len(runs)
+            for _ in range(MODEL_ROUNDS):
+                for i, run in enumerate(runs):
+                    best[i] = min(best[i], seconds(partial(run, n), self.device))
+            sides = [Side(n, 1, t, counted, None) for t in best]
+            params = sum(p.numel() for p in model.parameters())
+            rows.append((arch, params, sides[0], sides[1] if compiled else None))
+        return rows
+
+    def _model_epoch(self, model: nn.Module, data: ImageSet, cfg: Train,
+                     compile_: bool) -> Callable[[int], torch.Tensor]:
+        """k -> one training epoch over data's first k images, of a copy of the model."""
+        trained = wrap(copy.deepcopy(model), SINGLE, self.device, compile_)
+        optimizer = make_optimizer(trained, cfg)
+
+        def run(k: int) -> torch.Tensor:
+            with null_bar(-(-k // cfg.batch_size)) as bar:
+                return train_epoch(trained, optimizer, self._first(data, k), cfg, self.seed, bar)
+
+        return run
+
 
 def print_report(rows: list[Row], device: torch.device, threads: int,
                  forward_flops: int, peak: float) -> None:
@@ -343,6 +403,8 @@ def print_report(rows: list[Row], device: torch.device, threads: int,
           f"load average at the end {load}")
     print(f"LabCNN forward: {forward_flops / 1e6:.1f} MFLOP per image; "
           f"fp32 matmul peak measured: {peak / 1e9:.0f} GFLOP/s")
+    if not rows:
+        return
     print("attack: one image at one eps counts as one image; FLOP/img counted on each side's "
           "own work\n")
     header = (f"{'stage':<28} {'images':>7} {'lab img/s':>10} {'proj img/s':>10} {'proj/lab':>8}"
@@ -361,6 +423,23 @@ def print_report(rows: list[Row], device: torch.device, threads: int,
             mflop = f"{lab.flops_per_image / 1e6:.1f}|{project.flops_per_image / 1e6:.1f}"
             pct = "|".join(f"{100 * g * 1e9 / peak:.0f}" for g in gflops)
             line += f" {mflop:>19} {gflops[0]:>8.1f}|{gflops[1]:<8.1f} {pct:>10}"
+        print(line)
+
+
+def print_model_report(rows: list[ModelRow], batch: int, peak: float) -> None:
+    print(f"\ntraining throughput per model (batch {batch}, Adam, default model params; "
+          "FLOP/img: forward + backward)\n")
+    header = (f"{'model':<16} {'params':>11} {'images':>7} {'img/s':>8} {'MFLOP/img':>10}"
+              f" {'GFLOP/s':>8} {'% of peak':>9} {'compiled img/s':>15} {'compiled/eager':>15}")
+    print(header)
+    print("-" * len(header))
+    for arch, params, eager, compiled in rows:
+        gflops = eager.rate * eager.flops_per_image / 1e9
+        line = (f"{arch:<16} {params:>11,} {eager.images:>7} {eager.rate:>8.1f}"
+                f" {eager.flops_per_image / 1e6:>10.0f} {gflops:>8.1f}"
+                f" {100 * gflops * 1e9 / peak:>9.1f}")
+        if compiled is not None:
+            line += f" {compiled.rate:>15.1f} {compiled.rate / eager.rate:>14.2f}x"
         print(line)
 
 

@@ -16,11 +16,11 @@ from advlab.checkpoint import fit_resumable, run_inputs
 from advlab.data import load_splits, to_float
 from advlab.device import pick_device, pick_precision, prepare_model
 from advlab.evaluate import evaluation_batch_size
-from advlab.models import build_model, format_parameter_table, parameter_table, save_model
+from advlab.models import format_parameter_table, new_model, parameter_table, save_model
 from advlab.params import load_params
 from advlab.stage import path_arg, run_stage
 from advlab.tensorboard_log import log_epoch, log_graph, log_hparams, open_writer
-from advlab.train import EpochResult, make_optimizer, model_config
+from advlab.train import EpochResult, make_optimizer
 from advlab.train_metrics import write_train_metrics
 
 
@@ -40,7 +40,7 @@ def main(args: argparse.Namespace) -> None:
     train_set, val_set = splits["train"].to(device), splits["val"].to(device)
 
     torch.manual_seed(params.base.seed)
-    model = prepare_model(build_model(model_config(params.train.model, splits["train"])), device,
+    model = prepare_model(new_model(params.train, splits["train"]), device,
                           pick_precision(params.base.precision, device))
     rows = parameter_table(model)
     log(f"train: {params.train.model} on {device} in {str(model.precision).removeprefix('torch.')}"
@@ -60,7 +60,7 @@ def main(args: argparse.Namespace) -> None:
 
     inputs = run_inputs(params, [args.splits / "train.pt", args.splits / "val.pt"],
                         Path(__file__), device, ranks.world)
-    trained = distributed.wrap(model, ranks, device)
+    trained = distributed.wrap(model, ranks, device, params.train.compile)
     history = fit_resumable(args.checkpoint, inputs, trained,
                             make_optimizer(trained, params.train), train_set, val_set,
                             params.train, params.base.seed,

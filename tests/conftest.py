@@ -14,9 +14,9 @@ import torch
 
 from advlab.data import ImageSet
 from advlab.datasets import synthetic_images
-from advlab.models import LabCNN, build_model
+from advlab.models import LabCNN, build_model, model_config
 from advlab.params import Train
-from advlab.train import fit, make_optimizer, model_config
+from advlab.train import fit, make_optimizer
 
 # Tiny models and single-image passes gain nothing from threads, and on 2 busy cores each op's
 # thread barrier can wait out a scheduler time slice (measured up to 30x slower): one thread.

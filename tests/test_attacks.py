@@ -15,9 +15,9 @@ from advlab.data import ImageSet, to_float
 from advlab.datasets import synthetic_images
 from advlab.device import pick_device, pick_precision, prepare_model
 from advlab.evaluate import classification_report, predict_logits
-from advlab.models import LabCNN, build_model
+from advlab.models import LabCNN, build_model, model_config
 from advlab.params import ParamsError, Train, parse_params
-from advlab.train import fit, make_optimizer, model_config
+from advlab.train import fit, make_optimizer
 
 EPSILONS = (0.0, 0.03, 0.1, 0.3)
 

@@ -14,9 +14,9 @@ from tqdm import tqdm
 import advlab.train
 from advlab.data import ImageSet
 from advlab.distributed import SINGLE, Ranks
-from advlab.models import build_model
+from advlab.models import build_model, model_config
 from advlab.params import Train
-from advlab.train import BatchNoise, draw_noise, dropout_seed, make_optimizer, model_config
+from advlab.train import BatchNoise, draw_noise, dropout_seed, make_optimizer
 
 CFG = Train(epochs=1, batch_size=8, augment=True, adversarial="fgsm_rs")
 WORLD = 2

@@ -7,9 +7,9 @@ from conftest import train_tiny
 
 from advlab.device import pick_device, prepare_model
 from advlab.evaluate import predict_logits
-from advlab.models import build_model
+from advlab.models import build_model, model_config
 from advlab.params import Train
-from advlab.train import fit, make_optimizer, model_config
+from advlab.train import fit, make_optimizer
 
 
 def prepared_copy(model: torch.nn.Module) -> torch.nn.Module:

@@ -21,9 +21,9 @@ from advlab.device import (
     set_tf32,
 )
 from advlab.evaluate import classification_report, predict_logits
-from advlab.models import build_model
+from advlab.models import build_model, model_config
 from advlab.params import ParamsError, Train, parse_params
-from advlab.train import fit, make_optimizer, model_config
+from advlab.train import fit, make_optimizer
 
 CPU = torch.device("cpu")
 

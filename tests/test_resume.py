@@ -23,9 +23,9 @@ from advlab.checkpoint import TRAIN_PARAMS, fit_resumable, restore, run_inputs
 from advlab.data import ImageSet
 from advlab.datasets import md5
 from advlab.io import load_torch
-from advlab.models import build_model, load_model
+from advlab.models import build_model, load_model, model_config
 from advlab.params import Params, Train
-from advlab.train import make_optimizer, model_config
+from advlab.train import make_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())

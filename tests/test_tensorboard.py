@@ -12,7 +12,7 @@ from advlab.attacks import fgsm_sweep
 from advlab.data import ImageSet, to_float
 from advlab.datasets import synthetic_images
 from advlab.figures import accuracy_vs_epsilon
-from advlab.models import build_model
+from advlab.models import build_model, model_config
 from advlab.params import Params, Train
 from advlab.tensorboard_log import (
     EPS_STEP,
@@ -24,7 +24,7 @@ from advlab.tensorboard_log import (
     log_test,
     open_writer,
 )
-from advlab.train import fit, make_optimizer, model_config
+from advlab.train import fit, make_optimizer
 
 
 def read(logdir) -> EventAccumulator:
