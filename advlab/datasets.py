@@ -98,7 +98,7 @@ class _BatchUnpickler(pickle.Unpickler):
         ("numpy", "ndarray"), ("numpy", "dtype"),
         ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
         ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-        ("_codecs", "encode"),  # how protocol 2 stores bytes
+        ("_codecs", "encode"), ("__builtin__", "bytes"),  # how protocol 2 stores bytes (b"")
     }
 
     def find_class(self, module: str, name: str) -> object:
@@ -128,7 +128,8 @@ def _read_cifar_batch(path: Path, num_classes: int) -> tuple[torch.Tensor, torch
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise DatasetError(f"{path}: 'data' must be uint8 rows of 3072 pixels (3x32x32), got "
                            f"{data.dtype} {data.shape}")
-    if labels.shape != (len(data),) or not np.issubdtype(labels.dtype, np.integer):
+    if labels.shape != (len(data),) or labels.size and not np.issubdtype(labels.dtype,
+                                                                         np.integer):
         raise DatasetError(f"{path}: expected {len(data)} integer labels, one per image, got "
                            f"{labels.dtype} {labels.shape}")
     _check_labels(path, labels, num_classes)
@@ -154,6 +155,8 @@ def read_cifar(folder: Path, verify: bool) -> tuple[ImageSet, ImageSet]:
     def read(names: list[str]) -> ImageSet:
         parts = [_read_cifar_batch(folder / name, len(classes)) for name in names]
         images, labels = (torch.cat(t) for t in zip(*parts, strict=True))
+        if not len(images):
+            raise DatasetError(f"{folder / names[-1]}: no images in {', '.join(names)}")
         return ImageSet(images, labels, classes)
 
     return read(CIFAR_TRAIN), read(CIFAR_TEST)
@@ -203,6 +206,11 @@ def read_fashion_mnist(folder: Path, verify: bool) -> tuple[ImageSet, ImageSet]:
             raise DatasetError(f"{labels_path}: {len(labels)} labels for the {len(images)} "
                                f"images of {images_path.name}")
         _check_labels(labels_path, labels.numpy(), len(FASHION_CLASSES))
+        if not len(images):
+            raise DatasetError(f"{images_path}: no images")
+        if images.shape[1] != images.shape[2]:
+            raise DatasetError(f"{images_path}: images of {images.shape[1]}x{images.shape[2]} "
+                               "pixels; the model takes square images only")
         return ImageSet(images.unsqueeze(1).contiguous(), labels.long(), FASHION_CLASSES)
 
     return read("train"), read("t10k")
