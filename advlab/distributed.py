@@ -84,22 +84,27 @@ def run_ranks(command: list[str]) -> int:
     once torchrun has ended, whatever is left of its group is killed: no rank outlives the
     stage. Returns torchrun's exit code, or 128 + the signal's number after one.
     """
-    proc = subprocess.Popen(command, start_new_session=True)
     received: list[int] = []
+    proc: subprocess.Popen | None = None
 
     def forward(signum: int, frame: object) -> None:
         received.append(signum)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signum)
+        if proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signum)
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
+        proc = subprocess.Popen(command, start_new_session=True)
+        if received:  # it came before torchrun was there to receive it
+            os.killpg(proc.pid, received[0])
         code = proc.wait()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        if proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
     return 128 + received[0] if received else code
 
 
