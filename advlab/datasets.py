@@ -366,7 +366,8 @@ def fetch_cifar10(raw: Path, source: Path | None, verify: bool) -> None:
     archive = next((p for p in places if p.is_file()), places[0])
     if not archive.is_file():
         if not _network_reachable("www.cs.toronto.edu"):
-            raise DatasetError(OFFLINE_HINT.format(what=CIFAR_ARCHIVE, where=archive.parent))
+            raise DatasetError(OFFLINE_HINT.format(what=CIFAR_ARCHIVE,
+                                                   where=f"{archive.parent} (or {raw})"))
         _download(CIFAR_URL, archive, CIFAR_ARCHIVE_MD5)
     _check_archive(archive, CIFAR_ARCHIVE_MD5)
     _extract_cifar(archive, folder)
