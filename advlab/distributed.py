@@ -98,7 +98,12 @@ def run_ranks(command: list[str]) -> int:
         proc = subprocess.Popen(command, start_new_session=True)
         if received:  # it came before torchrun was there to receive it
             os.killpg(proc.pid, received[0])
-        code = proc.wait()
+        code = None
+        while code is None:  # a timed wait runs Python code often, so the handler runs even
+            try:             # when the signal landed on a thread other than this one
+                code = proc.wait(timeout=1)
+            except subprocess.TimeoutExpired:
+                pass
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
