@@ -1,14 +1,18 @@
 """The datasets' files on disk: fetched (download, local copy or generated), verified and read.
 
-Layout under the raw folder (a DVC output):
-  cifar-10-batches-py/   data_batch_1..5, test_batch, batches.meta  (cifar10 and synthetic)
-  FashionMNIST/raw/      {train,t10k}-{images-idx3,labels-idx1}-ubyte (fashion_mnist)
+Layout under the raw folder (a DVC output), one folder per dataset:
+  cifar10/cifar-10-batches-py/    data_batch_1..5, test_batch, batches.meta
+  cifar10/cifar-10-python.tar.gz  the official archive (one placed by hand in the raw folder
+                                  itself is used too, and left there)
+  fashion_mnist/                  {train,t10k}-{images-idx3,labels-idx1}-ubyte (and .gz)
+  synthetic/cifar-10-batches-py/  the generated set, in the CIFAR format; generated.json
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import pickle
 import shutil
 import socket
@@ -21,7 +25,7 @@ import torch
 
 from advlab.data import ImageSet
 from advlab.errors import InputError
-from advlab.io import atomic_path
+from advlab.io import atomic_path, write_json
 from advlab.params import Data
 
 CIFAR_DIR = "cifar-10-batches-py"
@@ -39,7 +43,6 @@ CIFAR_MD5 = {  # torchvision.datasets.CIFAR10's list, i.e. the official files
     "test_batch": "40351d587109b95175f43aff81a1287e",
     "batches.meta": "5ff9c542aee3614f3951f8cda6e48888",
 }
-FASHION_DIR = "FashionMNIST/raw"
 FASHION_MD5 = {  # the decompressed official files (Debian recompresses the .gz archives)
     "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
     "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
@@ -95,7 +98,7 @@ class _BatchUnpickler(pickle.Unpickler):
         ("numpy", "ndarray"), ("numpy", "dtype"),
         ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
         ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-        ("_codecs", "encode"),  # how protocol 2 stores bytes
+        ("_codecs", "encode"), ("__builtin__", "bytes"),  # how protocol 2 stores bytes (b"")
     }
 
     def find_class(self, module: str, name: str) -> object:
@@ -125,7 +128,8 @@ def _read_cifar_batch(path: Path, num_classes: int) -> tuple[torch.Tensor, torch
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise DatasetError(f"{path}: 'data' must be uint8 rows of 3072 pixels (3x32x32), got "
                            f"{data.dtype} {data.shape}")
-    if labels.shape != (len(data),) or not np.issubdtype(labels.dtype, np.integer):
+    if labels.shape != (len(data),) or labels.size and not np.issubdtype(labels.dtype,
+                                                                         np.integer):
         raise DatasetError(f"{path}: expected {len(data)} integer labels, one per image, got "
                            f"{labels.dtype} {labels.shape}")
     _check_labels(path, labels, num_classes)
@@ -151,6 +155,8 @@ def read_cifar(folder: Path, verify: bool) -> tuple[ImageSet, ImageSet]:
     def read(names: list[str]) -> ImageSet:
         parts = [_read_cifar_batch(folder / name, len(classes)) for name in names]
         images, labels = (torch.cat(t) for t in zip(*parts, strict=True))
+        if not len(images):
+            raise DatasetError(f"{folder / names[-1]}: no images in {', '.join(names)}")
         return ImageSet(images, labels, classes)
 
     return read(CIFAR_TRAIN), read(CIFAR_TEST)
@@ -170,7 +176,7 @@ def write_cifar_batches(folder: Path, train: ImageSet, test: ImageSet) -> None:
 
 
 def _pickle_atomic(path: Path, blob: dict) -> None:
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+    with atomic_path(path, keep_identical=True) as tmp, open(tmp, "wb") as f:
         pickle.dump(blob, f, protocol=2)
 
 
@@ -200,6 +206,11 @@ def read_fashion_mnist(folder: Path, verify: bool) -> tuple[ImageSet, ImageSet]:
             raise DatasetError(f"{labels_path}: {len(labels)} labels for the {len(images)} "
                                f"images of {images_path.name}")
         _check_labels(labels_path, labels.numpy(), len(FASHION_CLASSES))
+        if not len(images):
+            raise DatasetError(f"{images_path}: no images")
+        if images.shape[1] != images.shape[2]:
+            raise DatasetError(f"{images_path}: images of {images.shape[1]}x{images.shape[2]} "
+                               "pixels; the model takes square images only")
         return ImageSet(images.unsqueeze(1).contiguous(), labels.long(), FASHION_CLASSES)
 
     return read("train"), read("t10k")
@@ -251,6 +262,11 @@ OFFLINE_HINT = (
 )
 
 
+def dataset_folder(raw: Path, dataset: str) -> Path:
+    """Each dataset's own folder under the raw folder: fetching one never touches another's."""
+    return raw / dataset
+
+
 def _network_reachable(host: str, timeout: float = 5.0) -> bool:
     try:
         socket.create_connection((host, 443), timeout=timeout).close()
@@ -259,26 +275,40 @@ def _network_reachable(host: str, timeout: float = 5.0) -> bool:
         return False
 
 
+def _install(dest: Path, fill: Callable[[Path], None], expected_md5: str | None,
+             origin: Path) -> None:
+    """fill(tmp) writes dest's new content; it replaces dest only once its md5 is checked (a
+    bad copy leaves dest as it was), and an unchanged file keeps its mtime."""
+    with atomic_path(dest, keep_identical=True) as tmp:
+        fill(tmp)
+        if expected_md5 is not None and (got := md5(tmp)) != expected_md5:
+            raise DatasetError(
+                f"{origin} has md5 {got}, not the official {expected_md5}: the file is corrupt "
+                "or not the official dataset (set data.verify: false to accept other data in "
+                "this format)")
+
+
 def _copy_verified(source: Path, dest: Path, names: list[str], expected: dict[str, str] | None,
                    gz_ok: bool = False) -> None:
-    """Copies names from source to dest (decompressing NAME.gz where gz_ok), then checks md5s."""
-    dest.mkdir(parents=True, exist_ok=True)
+    """Copies names from source to dest (decompressing NAME.gz where gz_ok), each md5-checked
+    before it replaces the old copy; every file is found before any is written."""
+    found: dict[str, tuple[Path, Callable[[Path, Path], object]]] = {}
     for name in names:
         plain, packed = source / name, source / f"{name}.gz"
         if plain.is_file():
-            with atomic_path(dest / name) as tmp:
-                shutil.copyfile(plain, tmp)
+            found[name] = plain, shutil.copyfile
         elif gz_ok and packed.is_file():
-            _gunzip(packed, dest / name)
+            found[name] = packed, _gunzip
         else:
             raise DatasetError(f"data.source: {plain} is missing")
-    if expected is not None:
-        verify_md5(dest, expected)
+    for name, (origin, copy) in found.items():
+        _install(dest / name, lambda tmp, src=origin, copy=copy: copy(src, tmp),
+                 expected[name] if expected else None, origin)
 
 
 def _gunzip(packed: Path, dest: Path) -> None:
     try:
-        with atomic_path(dest) as tmp, gzip.open(packed, "rb") as src, open(tmp, "wb") as out:
+        with gzip.open(packed, "rb") as src, open(dest, "wb") as out:
             shutil.copyfileobj(src, out)
     except (OSError, EOFError) as err:  # gzip.BadGzipFile is an OSError
         raise DatasetError(f"{packed}: not a readable .gz file ({err})") from None
@@ -311,26 +341,33 @@ def _extract_cifar(archive: Path, folder: Path) -> None:
         for member in tar:
             name = Path(member.name).name
             if member.isfile() and name in CIFAR_MD5:
-                with (atomic_path(folder / name) as tmp, tar.extractfile(member) as src,
-                      open(tmp, "wb") as out):
+                with (atomic_path(folder / name, keep_identical=True) as tmp,
+                      tar.extractfile(member) as src, open(tmp, "wb") as out):
                     shutil.copyfileobj(src, out)
 
 
+def _holds_official(folder: Path, expected: dict[str, str]) -> bool:
+    return all((folder / n).is_file() for n in expected) and all(
+        md5(folder / n) == want for n, want in expected.items())
+
+
 def fetch_cifar10(raw: Path, source: Path | None, verify: bool) -> None:
-    folder = raw / CIFAR_DIR
+    """Into raw/cifar10/: from data.source, or the official archive found in raw/cifar10/ or
+    (placed by hand) in raw/ itself, or downloaded into raw/cifar10/."""
+    folder = dataset_folder(raw, "cifar10") / CIFAR_DIR
     names = [*CIFAR_TRAIN, *CIFAR_TEST, "batches.meta"]
     if source is not None:
         src = source / CIFAR_DIR if (source / CIFAR_DIR).is_dir() else source
         _copy_verified(src, folder, names, CIFAR_MD5 if verify else None)
         return
-    if folder.is_dir() and all(md5(folder / n) == CIFAR_MD5[n] for n in names
-                               if (folder / n).is_file()) and all(
-                                   (folder / n).is_file() for n in names):
+    if _holds_official(folder, CIFAR_MD5):
         return
-    archive = raw / CIFAR_ARCHIVE
+    places = [dataset_folder(raw, "cifar10") / CIFAR_ARCHIVE, raw / CIFAR_ARCHIVE]
+    archive = next((p for p in places if p.is_file()), places[0])
     if not archive.is_file():
         if not _network_reachable("www.cs.toronto.edu"):
-            raise DatasetError(OFFLINE_HINT.format(what=CIFAR_ARCHIVE, where=raw))
+            raise DatasetError(OFFLINE_HINT.format(what=CIFAR_ARCHIVE,
+                                                   where=f"{archive.parent} (or {raw})"))
         _download(CIFAR_URL, archive, CIFAR_ARCHIVE_MD5)
     _check_archive(archive, CIFAR_ARCHIVE_MD5)
     _extract_cifar(archive, folder)
@@ -338,10 +375,12 @@ def fetch_cifar10(raw: Path, source: Path | None, verify: bool) -> None:
 
 
 def fetch_fashion_mnist(raw: Path, source: Path | None, verify: bool) -> None:
-    folder = raw / FASHION_DIR
+    folder = dataset_folder(raw, "fashion_mnist")
     if source is not None:
         _copy_verified(source, folder, list(FASHION_MD5), FASHION_MD5 if verify else None,
                        gz_ok=True)
+        return
+    if _holds_official(folder, FASHION_MD5):
         return
     archives = [folder / name for name in FASHION_GZ_MD5]
     if not all(p.is_file() for p in archives) and not _network_reachable(
@@ -352,32 +391,41 @@ def fetch_fashion_mnist(raw: Path, source: Path | None, verify: bool) -> None:
         if not archive.is_file():
             _download(FASHION_URL + archive.name, archive, expected)
         _check_archive(archive, expected)
-        _gunzip(archive, folder / archive.stem)
-    verify_md5(folder, FASHION_MD5)
+    for archive in archives:
+        _install(folder / archive.stem, lambda tmp, src=archive: _gunzip(src, tmp),
+                 FASHION_MD5[archive.stem], archive)
 
 
-def fetch_synthetic(raw: Path, n_train: int, n_test: int, seed: int) -> None:
-    write_cifar_batches(raw / CIFAR_DIR, synthetic_images(n_train, seed),
-                        synthetic_images(n_test, seed + 1))
+SYNTHETIC_SEED = 12345  # the generated dataset is fixed data, independent of base.seed
+SYNTHETIC_RECORD = "generated.json"  # what was generated, and the md5 of each file written
+
+
+def fetch_synthetic(raw: Path, n_train: int, n_test: int, seed: int = SYNTHETIC_SEED) -> None:
+    """Generates the set into raw/synthetic/, unless the files there are this very set."""
+    root = dataset_folder(raw, "synthetic")
+    folder, record = root / CIFAR_DIR, root / SYNTHETIC_RECORD
+    wanted = {"train": n_train, "test": n_test, "seed": seed}
+    if record.is_file():
+        done = json.loads(record.read_text())
+        if done.get("params") == wanted and done.get("md5") and _holds_official(folder,
+                                                                             done["md5"]):
+            return
+    write_cifar_batches(folder, synthetic_images(n_train, seed), synthetic_images(n_test, seed + 1))
+    files = {p.name: md5(p) for p in sorted(folder.iterdir()) if not p.name.startswith(".")}
+    write_json(record, {"params": wanted, "md5": files})
 
 
 def read_raw(raw: Path, dataset: str, verify: bool) -> tuple[ImageSet, ImageSet]:
     """(official train, official test) of a dataset fetched into `raw`."""
+    folder = dataset_folder(raw, dataset)
     if dataset == "fashion_mnist":
-        return read_fashion_mnist(raw / FASHION_DIR, verify)
-    return read_cifar(raw / CIFAR_DIR, verify and dataset == "cifar10")
-
-
-SYNTHETIC_SEED = 12345  # the generated dataset is fixed data, independent of base.seed
+        return read_fashion_mnist(folder, verify)
+    return read_cifar(folder / CIFAR_DIR, verify and dataset == "cifar10")
 
 
 def fetch(raw: Path, data: Data) -> None:
-    """Puts the dataset's files in `raw`, verified, and removes other datasets' files from it."""
-    keep = {"fashion_mnist": {"FashionMNIST"}}.get(data.dataset, {CIFAR_DIR, CIFAR_ARCHIVE})
-    raw.mkdir(parents=True, exist_ok=True)
-    for entry in raw.iterdir():
-        if entry.name not in keep:
-            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    """Puts the dataset's files, verified, in its own folder under `raw`; nothing else there is
+    touched (another dataset's files, an archive placed by hand)."""
     source = Path(data.source) if data.source is not None else None
     if source is not None and not source.is_dir():
         raise DatasetError(f"data.source = {data.source!r} is not a folder")
@@ -386,4 +434,4 @@ def fetch(raw: Path, data: Data) -> None:
     elif data.dataset == "fashion_mnist":
         fetch_fashion_mnist(raw, source, data.verify)
     else:
-        fetch_synthetic(raw, data.synthetic_train, data.synthetic_test, SYNTHETIC_SEED)
+        fetch_synthetic(raw, data.synthetic_train, data.synthetic_test)

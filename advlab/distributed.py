@@ -8,7 +8,10 @@ average equals the single-device gradient of the whole batch. Only rank 0 writes
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import subprocess
 import sys
 from dataclasses import dataclass
 
@@ -62,6 +65,52 @@ def torchrun_command(processes: int, argv: list[str]) -> list[str]:
     """The command that reruns this script under torchrun with `processes` ranks on this host."""
     return [sys.executable, "-m", "torch.distributed.run", "--standalone",
             f"--nproc-per-node={processes}", *argv]
+
+
+def own_command() -> list[str]:
+    """This process's command line without the interpreter and its options (sys.orig_argv):
+    what torchrun runs on every rank, a wrapper around the script included."""
+    args = sys.orig_argv[1:]
+    while args and args[0].startswith("-"):
+        args = args[2:] if args[0] in ("-W", "-X") else args[1:]
+    return args
+
+
+def run_ranks(command: list[str]) -> int:
+    """Runs torchrun's command in a process group of its own and waits for it.
+
+    SIGINT and SIGTERM sent to this process go to the whole group, torchrun and every rank
+    (Ctrl-C in a terminal reaches the foreground group only, a `kill` this process only);
+    once torchrun has ended, whatever is left of its group is killed: no rank outlives the
+    stage. Returns torchrun's exit code, or 128 + the signal's number after one.
+    """
+    received: list[int] = []
+    proc: subprocess.Popen | None = None
+
+    def forward(signum: int, frame: object) -> None:
+        received.append(signum)
+        if proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        proc = subprocess.Popen(command, start_new_session=True)
+        if received:  # it came before torchrun was there to receive it
+            os.killpg(proc.pid, received[0])
+        code = None
+        while code is None:  # a timed wait runs Python code often, so the handler runs even
+            try:             # when the signal landed on a thread other than this one
+                code = proc.wait(timeout=1)
+            except subprocess.TimeoutExpired:
+                pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+    return 128 + received[0] if received else code
 
 
 def join(device: torch.device) -> tuple[Ranks, torch.device]:

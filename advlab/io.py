@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import filecmp
 import glob
 import json
 import os
@@ -19,11 +20,13 @@ from advlab.errors import BadFileError, MissingInputError
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, keep_identical: bool = False) -> Iterator[Path]:
     """Yields a temporary path beside `path`; renames it onto `path` only if the block succeeds.
 
     The temporary name, `.NAME.XXXX.tmp`, is hidden and matched by .dvcignore, so a file left
     behind by a killed process is never taken for an output; the next write of NAME removes it.
+    keep_identical: an existing `path` with the same bytes stays as it is (its mtime too, so
+    DVC need not hash it again).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -34,6 +37,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.chmod(tmp, 0o644)  # mkstemp's 0600 would make outputs private
     try:
         yield Path(tmp)
+        if keep_identical and path.is_file() and filecmp.cmp(tmp, path, shallow=False):
+            return
         with open(tmp, "rb") as f:  # on disk before the rename: a power cut leaves old or new
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -40,6 +40,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # base.precision
 DEVICE = re.compile(r"^(auto|cpu|cuda|mps|cuda:\d+)$")
 SCHEMA_FILE = "params.schema.json"
 DVC_EXPERIMENT = "DVC_EXP_NAME"  # set by `dvc exp run` for the stages it runs
+EPS_STEP = 1000  # attack scalars sit at step round(1000 * eps): TensorBoard steps are integers
 
 
 class ParamsError(InputError, ValueError):
@@ -154,7 +155,7 @@ class Train(Section):
     epochs: integer(gt=0) = 10
     batch_size: integer(gt=0) = 32
     lr: number(gt=0, finite=True) = 1e-3
-    weight_decay: number(ge=0) = 0.0
+    weight_decay: number(ge=0, finite=True) = 0.0
     augment: Flag = False
     gpus: integer(ge=1) = 1
     adversarial: choice(ADVERSARIAL) = "none"
@@ -230,6 +231,28 @@ class Attack(Section):
         if len(set(value)) != len(value):
             raise ValueError(cls.model_fields[info.field_name].description)
         return value
+
+    @model_validator(mode="after")
+    def _epsilons_named_apart(self) -> Attack:
+        """Each eps has its own metric key (`eps=%g`) and TensorBoard step."""
+        for names in (eps_key, eps_step):
+            seen: dict[object, float] = {}
+            for eps in self.epsilons:
+                if (other := seen.setdefault(names(eps), eps)) != eps:
+                    raise Rule(("epsilons",), self.epsilons, (
+                        f"numbers apart in their metric keys (eps=%g) and TensorBoard steps "
+                        f"(round({EPS_STEP}·eps)): {other!r} and {eps!r} both give "
+                        f"{names(eps)!r}"))
+        return self
+
+
+def eps_key(eps: float) -> str:
+    """An eps's name in attack.json: `dvc metrics show` lists e.g. fgsm.accuracy.eps=0.1."""
+    return f"eps={eps:g}"
+
+
+def eps_step(eps: float) -> int:
+    return round(EPS_STEP * eps)
 
 
 class Params(Section):
@@ -315,7 +338,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("path", nargs="?", default="params.yaml", help="params file to check")
     args = parser.parse_args(argv)
     if args.schema:
-        Path(SCHEMA_FILE).write_text(schema_text())
+        from advlab.io import write_text  # torch, which advlab.io imports, only here
+
+        write_text(SCHEMA_FILE, schema_text())
         print(f"params: wrote {SCHEMA_FILE}")
         return 0
     try:

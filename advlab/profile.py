@@ -26,6 +26,7 @@ from pathlib import Path
 
 import yaml
 
+from advlab.io import atomic_path
 from advlab.params import ParamsError, parse_params
 
 PROFILES = Path("profiles")
@@ -150,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         args.save.mkdir(parents=True, exist_ok=True)
         for path in sorted(Path("metrics").glob("*.*")):
             if path.suffix in (".json", ".csv"):
-                shutil.copyfile(path, args.save / path.name)
+                with atomic_path(args.save / path.name) as tmp:
+                    shutil.copyfile(path, tmp)
         print(f"profile: metrics copied to {args.save}/")
     return 0
 

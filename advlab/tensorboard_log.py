@@ -21,13 +21,11 @@ from matplotlib.figure import Figure
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
-from advlab.params import Params
+from advlab.params import EPS_STEP, Params, eps_step
 
 if TYPE_CHECKING:
     from advlab.attacks import AttackResult
     from advlab.train import EpochResult
-
-EPS_STEP = 1000  # attack scalars sit at step round(1000 * eps): TensorBoard steps are integers
 
 
 def open_writer(logdir: str | Path) -> SummaryWriter:
@@ -99,7 +97,7 @@ def log_attack(writer: SummaryWriter, result: AttackResult, classes: Sequence[st
     for row, image, pred, conf in zip(result.rows(), result.example_images,
                                       result.example_predictions.tolist(),
                                       result.example_confidence.tolist(), strict=True):
-        step = round(EPS_STEP * row["epsilon"])
+        step = eps_step(row["epsilon"])
         for key in ("accuracy", "mean_confidence", "flipped"):
             writer.add_scalar(f"{tag}/{key}", row[key], step)
         writer.add_image(f"{tag}/first_test_image", image, step)
@@ -108,7 +106,7 @@ def log_attack(writer: SummaryWriter, result: AttackResult, classes: Sequence[st
                         f"({conf:.3f})", step)
     for name, values in result.after.items():  # the worst case's cascade, cumulative
         for eps, acc in zip(result.epsilons, values, strict=True):
-            writer.add_scalar(f"{tag}/accuracy_after_{name}", acc, round(EPS_STEP * eps))
+            writer.add_scalar(f"{tag}/accuracy_after_{name}", acc, eps_step(eps))
     for name, seconds in result.seconds.items():
         writer.add_scalar(f"{tag}/seconds_{name}", seconds, 0)
     writer.add_scalar(f"{tag}/zero_grad_fraction", result.zero_grad_fraction, 0)

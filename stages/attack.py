@@ -5,7 +5,7 @@ worst case over them and the attack.ensemble cascade."""
 import argparse
 
 from advlab.attacks import AttackResult, attack_subset, save_metrics, sweep, worst_case
-from advlab.attacks.registry import settings_of
+from advlab.attacks.registry import check_classes, settings_of
 from advlab.data import load_splits
 from advlab.device import pick_device, pick_precision, prepare_model
 from advlab.evaluate import evaluation_batch_size
@@ -35,6 +35,7 @@ def main(args: argparse.Namespace) -> None:
     cfg = params.attack
     device = pick_device(params.base.device)
     test_set = load_splits(args.splits, ("test",))["test"].to(device)
+    check_classes(cfg, len(test_set.classes))
     test_set = attack_subset(test_set, cfg.max_images, params.base.seed)
     precision = pick_precision(params.base.precision, device)
     batch_size = evaluation_batch_size(params.evaluate.batch_size, device)

@@ -5,11 +5,12 @@ under torchrun (DDP), and rank 0 alone prints and writes.
 """
 
 import argparse
-import subprocess
+import contextlib
 import sys
 from pathlib import Path
 
 import torch
+from torch.utils.tensorboard import SummaryWriter
 
 from advlab import distributed
 from advlab.checkpoint import fit_resumable, run_inputs
@@ -17,7 +18,7 @@ from advlab.data import load_splits, to_float
 from advlab.device import pick_device, pick_precision, prepare_model
 from advlab.evaluate import evaluation_batch_size
 from advlab.models import format_parameter_table, new_model, parameter_table, save_model
-from advlab.params import load_params
+from advlab.params import Params, load_params
 from advlab.stage import path_arg, run_stage
 from advlab.tensorboard_log import log_epoch, log_graph, log_hparams, open_writer
 from advlab.train import EpochResult, make_optimizer
@@ -31,10 +32,18 @@ def main(args: argparse.Namespace) -> None:
     processes = distributed.torchrun_world() if by_torchrun else params.train.gpus
     distributed.check_processes(device, processes, params.base.device)
     if processes > 1 and not by_torchrun:
-        sys.exit(subprocess.call(distributed.torchrun_command(processes, sys.argv)))
+        sys.exit(distributed.run_ranks(distributed.torchrun_command(
+            processes, distributed.own_command())))
     ranks = distributed.SINGLE
     if by_torchrun:
         ranks, device = distributed.join(device)
+    # rank 0 logs to TensorBoard; the writer is closed whatever ends training
+    with open_writer(args.tensorboard) if ranks.is_main else contextlib.nullcontext() as writer:
+        train(args, params, ranks, device, writer)
+
+
+def train(args: argparse.Namespace, params: Params, ranks: distributed.Ranks,
+          device: torch.device, writer: SummaryWriter | None) -> None:
     log = print if ranks.is_main else lambda *_: None
     splits = load_splits(args.splits, ("train", "val"))
     train_set, val_set = splits["train"].to(device), splits["val"].to(device)
@@ -48,7 +57,6 @@ def main(args: argparse.Namespace) -> None:
         + ", parameters by the lab's Table 1.3:")
     log(format_parameter_table(rows))
 
-    writer = open_writer(args.tensorboard) if ranks.is_main else None
     extra = {"model": {"params": sum(count for *_, count in rows)},
              "adversarial": {"mode": params.train.adversarial, "eps": params.train.adv_eps}}
     done: list[EpochResult] = []
@@ -81,7 +89,6 @@ def main(args: argparse.Namespace) -> None:
     log_graph(writer, model, to_float(val_set.images[:1]))
     log_hparams(writer, params, {"loss": last.loss, "val_acc": last.val_acc,
                                  "best_val_acc": max(r.val_acc for r in history)})
-    writer.close()
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from advlab.params import Data
 def test_synthetic_data_round_trips_through_the_cifar_loader(tmp_path):
     fetch(tmp_path, Data(dataset="synthetic", synthetic_train=500, synthetic_test=100,
                          train_size=400, val_size=100))
-    assert sorted(p.name for p in (tmp_path / CIFAR_DIR).iterdir()) == [
+    assert sorted(p.name for p in (tmp_path / "synthetic" / CIFAR_DIR).iterdir()) == [
         "batches.meta", *[f"data_batch_{i}" for i in range(1, 6)], "test_batch"]
     train, test = read_raw(tmp_path, "synthetic", verify=True)
     assert (len(train), len(test)) == (500, 100)
@@ -69,11 +69,81 @@ def test_offline_without_archive_fails_fast_with_what_to_do(tmp_path, monkeypatc
     assert "cifar-10-python.tar.gz" in message and "advlab.profile" in message
 
 
-def test_fetch_removes_other_datasets_files(tmp_path):
-    (tmp_path / "FashionMNIST").mkdir()
-    fetch(tmp_path, Data(dataset="synthetic", synthetic_train=50, synthetic_test=10,
-                         train_size=40, val_size=10))
-    assert not (tmp_path / "FashionMNIST").exists()
+def test_synthetic_set_already_there_is_not_generated_again(tmp_path, monkeypatch):
+    data = Data(dataset="synthetic", synthetic_train=50, synthetic_test=10, train_size=40,
+                val_size=10)
+    fetch(tmp_path, data)
+    mtimes = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
+    monkeypatch.setattr(datasets, "synthetic_images", None)  # a call would fail
+    fetch(tmp_path, data)
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")} == mtimes
+    batch = tmp_path / "synthetic" / CIFAR_DIR / "test_batch"
+    batch.write_bytes(b"edited")
+    monkeypatch.undo()
+    fetch(tmp_path, data)  # an edited file is regenerated
+    assert read_raw(tmp_path, "synthetic", verify=True)[1].images.shape == (10, 3, 32, 32)
+
+
+def small_official_archive(raw, monkeypatch, name=datasets.CIFAR_ARCHIVE):
+    """A small archive in the real format at raw/NAME, made "official" by patching the md5s."""
+    import tarfile
+
+    batches = raw.parent / "batches"
+    write_cifar_batches(batches, synthetic_images(50, seed=1), synthetic_images(10, seed=2))
+    archive = raw / name
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(archive, "w:gz") as tar:
+        for path in sorted(batches.iterdir()):
+            tar.add(path, arcname=f"{CIFAR_DIR}/{path.name}")
+    monkeypatch.setattr(datasets, "CIFAR_ARCHIVE_MD5", datasets.md5(archive))
+    monkeypatch.setattr(datasets, "CIFAR_MD5", {p.name: datasets.md5(p)
+                                                 for p in batches.iterdir()})
+    return archive
+
+
+def test_hand_placed_archive_survives_another_dataset_and_is_used_offline(tmp_path,
+                                                                          monkeypatch):
+    raw = tmp_path / "raw"
+    archive = small_official_archive(raw, monkeypatch)  # data/raw/cifar-10-python.tar.gz
+    content = archive.read_bytes()
+    (raw / "notes.txt").write_text("mine")
+    fetch(raw, Data(dataset="synthetic", synthetic_train=50, synthetic_test=10,
+                    train_size=40, val_size=10))
+    source = tmp_path / "fashion"
+    source.mkdir()
+    for prefix, n in (("train", 30), ("t10k", 10)):
+        _write_idx(source / f"{prefix}-images-idx3-ubyte.gz", np.zeros((n, 28, 28)))
+        _write_idx(source / f"{prefix}-labels-idx1-ubyte.gz", np.zeros(n))
+    fetch(raw, Data(dataset="fashion_mnist", source=str(source), verify=False))
+    assert archive.read_bytes() == content and (raw / "notes.txt").read_text() == "mine"
+
+    monkeypatch.setattr(datasets, "_network_reachable", lambda host, timeout=5.0: False)
+    fetch(raw, Data(dataset="cifar10"))  # offline: the hand-placed archive is what it reads
+    train, test = read_raw(raw, "cifar10", verify=True)
+    assert (len(train), len(test)) == (50, 10)
+    assert archive.read_bytes() == content
+    for dataset in ("synthetic", "fashion_mnist"):  # the other datasets are still there
+        assert len(read_raw(raw, dataset, verify=False)[1]) == 10
+
+
+def test_bad_source_writes_nothing_and_a_bad_file_replaces_nothing(tmp_path, monkeypatch):
+    raw = tmp_path / "raw"
+    with pytest.raises(DatasetError, match="data.source = .* is not a folder"):
+        fetch(raw, Data(dataset="cifar10", source=str(tmp_path / "absent")))
+    assert not raw.exists()
+    source = tmp_path / "src"
+    write_cifar_batches(source, synthetic_images(50, seed=1), synthetic_images(10, seed=2))
+    monkeypatch.setattr(datasets, "CIFAR_MD5", {p.name: datasets.md5(p)
+                                                 for p in source.iterdir()})
+    fetch(raw, Data(dataset="cifar10", source=str(source)))
+    good = {p.name: p.read_bytes() for p in (raw / "cifar10" / CIFAR_DIR).iterdir()}
+    (source / "test_batch").write_bytes(b"damaged")
+    with pytest.raises(DatasetError, match=f"{source / 'test_batch'} has md5"):
+        fetch(raw, Data(dataset="cifar10", source=str(source)))
+    (source / "data_batch_2").unlink()
+    with pytest.raises(DatasetError, match="data_batch_2 is missing"):
+        fetch(raw, Data(dataset="cifar10", source=str(source)))
+    assert {p.name: p.read_bytes() for p in (raw / "cifar10" / CIFAR_DIR).iterdir()} == good
 
 
 @pytest.mark.skipif(not (datasets.Path("/usr/share/datasets/fashion-mnist").is_dir()),

@@ -122,7 +122,7 @@ def test_corrupt_archive_is_named_with_what_to_do(tmp_path):
     assert message.startswith(f"{tmp_path / CIFAR_ARCHIVE} has md5 ")
     assert "not the official c58f30108f718f92721af3b95e74349a" in message
     assert "Delete it and rerun" in message
-    assert not (tmp_path / CIFAR_DIR).exists()
+    assert not (tmp_path / "cifar10" / CIFAR_DIR).exists()
 
 
 def test_archive_is_extracted_by_file_name_only(cifar, tmp_path, monkeypatch):
@@ -142,10 +142,10 @@ def test_archive_is_extracted_by_file_name_only(cifar, tmp_path, monkeypatch):
     monkeypatch.setattr(datasets, "CIFAR_MD5", {p.name: md5(p) for p in cifar.iterdir()})
 
     fetch_cifar10(raw, None, verify=True)
-    assert sorted(p.name for p in (raw / CIFAR_DIR).iterdir()) == sorted(
+    assert sorted(p.name for p in (raw / "cifar10" / CIFAR_DIR).iterdir()) == sorted(
         p.name for p in cifar.iterdir())
     assert not list(tmp_path.rglob("escaped"))
-    train, _ = read_cifar(raw / CIFAR_DIR, verify=True)
+    train, _ = read_cifar(raw / "cifar10" / CIFAR_DIR, verify=True)
     assert len(train) == 50
 
 

@@ -29,6 +29,13 @@ def dvc(repo: Path, *args: str) -> str:
     return done.stdout
 
 
+def stale(repo: Path) -> set[str]:
+    """The stages `dvc status` finds changed, leaving out download's "always changed" (it runs
+    on every repro: dvc.yaml says why)."""
+    status = json.loads(dvc(repo, "status", "--json"))
+    return {stage for stage, why in status.items() if why != ["always changed"]}
+
+
 @pytest.mark.slow
 def test_repro_then_experiment_reruns_only_train_and_later(tmp_path):
     repo = copy_repo(tmp_path / "repo")
@@ -48,14 +55,14 @@ def test_repro_then_experiment_reruns_only_train_and_later(tmp_path):
     split_mtime = (repo / "data/splits/train.pt").stat().st_mtime_ns
 
     out = dvc(repo, "exp", "run", "-S", "train.lr=0.003")
-    assert "Running stage 'download'" not in out and "Running stage 'split'" not in out
+    assert "Running stage 'split'" not in out  # download runs (always), its output unchanged
     assert "Running stage 'train'" in out and "Running stage 'test'" in out
     assert (repo / "data/splits/train.pt").stat().st_mtime_ns == split_mtime
     shown = json.loads(dvc(repo, "metrics", "show", "--json"))
     assert "metrics/test.json" in json.dumps(shown)
 
     out = dvc(repo, "exp", "run", "-S", "attack.epsilons=[0,0.1]")
-    ran = {stage for stage in ("download", "split", "train", "test", "attack", "report")
+    ran = {stage for stage in ("split", "train", "test", "attack", "report")
            if f"Running stage '{stage}'" in out}
     assert ran == {"attack", "report"}
     attack_rows = (repo / "metrics/attack.csv").read_text().splitlines()
@@ -64,10 +71,10 @@ def test_repro_then_experiment_reruns_only_train_and_later(tmp_path):
     assert (repo / "reports").is_dir() and any((repo / "reports").iterdir())
 
     # A code change reruns exactly the stages whose import closure holds the file
-    assert json.loads(dvc(repo, "status", "--json")) == {}
+    assert stale(repo) == set()
     with open(repo / "advlab/figures.py", "a") as f:
         f.write("#\n")
-    assert set(json.loads(dvc(repo, "status", "--json"))) == {"attack", "report"}
+    assert stale(repo) == {"attack", "report"}
     with open(repo / "advlab/io.py", "a") as f:
         f.write("#\n")
-    assert set(json.loads(dvc(repo, "status", "--json"))) == set(STAGES)
+    assert stale(repo) == set(STAGES)

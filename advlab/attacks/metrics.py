@@ -7,6 +7,7 @@ from pathlib import Path
 
 from advlab.attacks.robustness import AttackResult
 from advlab.io import write_csv, write_json
+from advlab.params import eps_key
 
 
 def summary(results: Sequence[AttackResult]) -> dict:
@@ -19,12 +20,11 @@ def summary(results: Sequence[AttackResult]) -> dict:
                   "zero_grad_fraction": round(first.zero_grad_fraction, 8)}
     for result in results:
         rows = result.rows()
-        data[result.method] = {key: {f"eps={row['epsilon']:g}": row[key] for row in rows}
+        data[result.method] = {key: {eps_key(row["epsilon"]): row[key] for row in rows}
                                for key in ("accuracy", "mean_confidence", "flipped")}
         if result.after:
             data[result.method]["after"] = {
-                name: {f"eps={eps:g}": acc for eps, acc in zip(result.epsilons, values,
-                                                                strict=True)}
+                name: {eps_key(eps): acc for eps, acc in zip(result.epsilons, values, strict=True)}
                 for name, values in result.after.items()}
     return data
 

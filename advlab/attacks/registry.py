@@ -22,7 +22,7 @@ from advlab.attacks.apgd import apgd_ce, apgd_t
 from advlab.attacks.core import Draws
 from advlab.attacks.pgd import pgd_until_fooled
 from advlab.attacks.square import square
-from advlab.params import METHODS
+from advlab.params import METHODS, ParamsError
 
 Run = Callable[[nn.Module, torch.Tensor, torch.Tensor, float, object, Draws], torch.Tensor]
 
@@ -34,13 +34,14 @@ class Attack:
     section: str | None  # its settings: params.attack.<section>; None: no settings
     run: Run | None  # None: FGSM's shared-gradient path in robustness.py
     gradient_free: bool = False
+    min_classes: int = 2  # classes the attack needs (the DLR loss of apgd_t ranks 4 logits)
 
 
 ATTACKS: dict[str, Attack] = {a.name: a for a in (
     Attack("fgsm", "FGSM", None, None),
     Attack("pgd", "PGD", "pgd", pgd_until_fooled),  # type: ignore[arg-type]
     Attack("apgd_ce", "APGD-CE", "apgd_ce", apgd_ce),  # type: ignore[arg-type]
-    Attack("apgd_t", "APGD-T", "apgd_t", apgd_t),  # type: ignore[arg-type]
+    Attack("apgd_t", "APGD-T", "apgd_t", apgd_t, min_classes=4),  # type: ignore[arg-type]
     Attack("square", "Square", "square", square, gradient_free=True),  # type: ignore[arg-type]
 )}
 if tuple(ATTACKS) != METHODS:  # params.yaml's schema lists the names: they must agree
@@ -59,3 +60,14 @@ def settings_of(name: str, attack_params: object) -> object:
     """The attack's settings from params.attack (None for an attack without settings)."""
     section = ATTACKS[name].section
     return None if section is None else getattr(attack_params, section)
+
+
+def check_classes(attack_params: object, num_classes: int) -> None:
+    """Refuses, naming the key, an attack in attack.methods or attack.ensemble that needs more
+    classes than the data has."""
+    for key in ("methods", "ensemble"):
+        for name in getattr(attack_params, key):
+            if num_classes < (need := ATTACKS[name].min_classes):
+                raise ParamsError(
+                    f"params: attack.{key} holds {name}, which needs at least {need} classes; "
+                    f"the data has {num_classes}: remove {name} from attack.{key}")
