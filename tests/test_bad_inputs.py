@@ -22,9 +22,8 @@ from advlab.datasets import (
     synthetic_images,
     write_cifar_batches,
 )
-from advlab.models import build_model, save_model
+from advlab.models import build_model, model_config, save_model
 from advlab.params import ParamsError, load_params, parse_params
-from advlab.train import model_config
 
 
 def one_line(err: pytest.ExceptionInfo) -> str:
