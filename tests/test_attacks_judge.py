@@ -127,7 +127,7 @@ def test_draws_are_per_image_whatever_the_batch_and_the_other_images(trained_mod
     assert 0 < left.sum() < pgd.robust[0].sum()
     assert torch.equal(after.predictions[1, left], whole.predictions[1, left])
     other = sweep(trained_model, images, epsilons, 60, name, budget, seed=1)
-    assert not torch.equal(other.predictions, whole.predictions), "base.seed draws anew"
+    assert not torch.equal(other.confidences, whole.confidences), "base.seed draws anew"
 
 
 def test_the_cascade_prints_each_attacks_robust_accuracy_and_shows_a_bar(trained_model, images,

@@ -9,7 +9,7 @@ of the image, p_init halved after proposal 10, 50, 200, 500, 1000, 2000, 4000, 6
 as AutoAttack runs it (resc_schedule=False; `rescale: true` maps those counts of 10,000 onto
 the budget, the paper's schedule for other budgets). `queries` counts every forward pass an
 image takes, the start's included; an image stops at the first query that fools the model.
-Every draw is the image's own (core.Draws: stream 0 the stripes, stream q the q-th proposal).
+Every draw is the image's own (core.Draws: stream 0 the stripes, stream 1 the proposals').
 It runs under no_grad: no gradient is ever computed.
 """
 
@@ -54,12 +54,14 @@ def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, setti
     best_margin = margin(best_logits, y)
     active = torch.nonzero(best_logits.argmax(1) == y).flatten()
     rows, cols = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
+    # per image and proposal: top, left, a sign per channel; drawn at once (one hash pass)
+    every = draws.integers(1, 1 << 30, settings.queries * (2 + c)).view(n, -1, 2 + c)
     for query in range(1, settings.queries):
         if len(active) == 0:
             break
         fraction = square_fraction(settings.p_init, query - 1, settings.queries, settings.rescale)
         side = _side(fraction, c, h, w)
-        drawn = draws[active].integers(query, 1 << 30, 2 + c)  # top, left, a sign per channel
+        drawn = every[active, query]
         top, left = drawn[:, 0] % (h - side + 1), drawn[:, 1] % (w - side + 1)
         corner = ((drawn[:, 2:] & 1) * 2 - 1).to(x.dtype).view(-1, c, 1, 1)
         window = (((rows >= top[:, None]) & (rows < (top + side)[:, None]))[:, None, :, None]
