@@ -207,6 +207,7 @@ class ApgdT(Section):
 class Square(Section):
     queries: integer(gt=0) = 5000
     p_init: number(gt=0, le=1) = 0.8
+    rescale: Flag = False  # AutoAttack's resc_schedule: the p-schedule scaled to `queries`
 
 
 class Attack(Section):

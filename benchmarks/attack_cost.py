@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from advlab.attacks import fgsm_gradient_sign, pgd, sweep, uniform_start
-from advlab.attacks.core import predict
+from advlab.attacks.core import judge
 from advlab.data import ImageSet, to_float
 from advlab.datasets import synthetic_images
 from advlab.device import pick_device, prepare_model
@@ -50,7 +50,7 @@ def old_pgd_sweep(model: nn.Module, test_set: ImageSet, epsilons: tuple[float, .
         for e, eps in enumerate(epsilons):
             step_size = settings.step_scale * eps / settings.steps
             x_adv = pgd(model, x, y, eps, settings.steps, step_size, start)
-            pred = clean_logits[index].argmax(1) if eps == 0 else predict(model, x_adv).argmax(1)
+            pred = clean_logits[index].argmax(1) if eps == 0 else judge(model, x_adv).argmax(1)
             correct[e] += (clean_ok & (pred == y)).sum()
     return (correct.double() / len(test_set)).tolist()
 

@@ -17,7 +17,6 @@ from advlab.attacks import (
     pgd_until_fooled,
     summary,
     sweep,
-    uniform_start,
     worst_case,
 )
 from advlab.attacks.apgd import checkpoints
@@ -37,6 +36,11 @@ def small(trained_model, tiny_sets) -> tuple[nn.Module, ImageSet]:
     return trained_model, tiny_sets["test"].subset(torch.arange(100))
 
 
+def draws_for(x: torch.Tensor, attack: str, eps: float, seed: int = 0) -> Draws:
+    """The draws the sweep would give x as images 0..n-1 of its set."""
+    return Draws.keyed(seed, attack, eps, torch.arange(len(x)), x.shape[1:])
+
+
 def correctly_classified(model: nn.Module, data: ImageSet, n: int) -> tuple[torch.Tensor, ...]:
     x, y = to_float(data.images), data.labels
     with torch.no_grad():
@@ -51,8 +55,12 @@ def test_apgd_schedule_is_the_papers():
     assert all(b - a >= 6 for a, b in zip(marks, marks[1:], strict=False))
     assert checkpoints(1) == [1]
     # p halves past 10, 50, 200, ... of 10,000 queries, rescaled: 5, 25, 100, ... of 5,000
-    assert [square_fraction(0.8, q, 5000) for q in (0, 5, 6, 25, 26, 101)] == [
+    assert [square_fraction(0.8, q, 5000, rescale=True) for q in (0, 5, 6, 25, 26, 101)] == [
         0.8, 0.8, 0.4, 0.4, 0.2, 0.1]
+    # as AutoAttack runs it (resc_schedule=False): after proposal 10, 50, 200, ... whatever
+    # the budget, so 5,000 queries never reach the last two halvings
+    assert [square_fraction(0.8, q, 5000) for q in (10, 11, 50, 51, 4999)] == [
+        0.8, 0.4, 0.4, 0.2, 0.8 / 2 ** 7]
 
 
 def test_apgd_ce_is_at_least_as_strong_as_pgd10(small):
@@ -70,8 +78,7 @@ def test_every_attack_stays_in_the_eps_ball_and_the_pixel_range(small, name):
     model, test_set = small
     x, y = correctly_classified(model, test_set, 24)
     for eps in (0.02, 0.3):
-        x_adv = ATTACKS[name].run(model, x, y, eps, SETTINGS[name],
-                                  Draws.fresh(x, torch.Generator().manual_seed(0)))
+        x_adv = ATTACKS[name].run(model, x, y, eps, SETTINGS[name], draws_for(x, name, eps)).x
         assert x_adv.shape == x.shape
         assert x_adv.min() >= 0 and x_adv.max() <= 1
         assert (x_adv - x).abs().max() <= eps + 1e-6
@@ -91,7 +98,7 @@ def test_square_makes_no_gradient_call(small, monkeypatch):
     monkeypatch.setattr(torch.Tensor, "backward", refuse)
     with torch.inference_mode():  # any graph-building op would fail on these tensors
         x_adv = ATTACKS["square"].run(model, x, y, 0.1, Square(queries=100),
-                                      Draws.fresh(x, torch.Generator().manual_seed(0)))
+                                      draws_for(x, "square", 0.1)).x
     assert ATTACKS["square"].gradient_free
     with torch.no_grad():
         assert (model(x_adv).argmax(1) != y).sum() >= len(y) // 4
@@ -110,7 +117,8 @@ def test_masked_gradients_fool_fgsm_and_pgd_but_not_square(small):
     epsilons = (0.0, 0.05)
     fgsm = fgsm_sweep(masked, test_set, epsilons, 100)
     strong = sweep(masked, test_set, epsilons, 100, "pgd", Pgd(steps=10), seed=0)
-    black_box = sweep(masked, test_set, epsilons, 100, "square", Square(queries=200), seed=0)
+    black_box = sweep(masked, test_set, epsilons, 100, "square",  # a short budget: rescaled
+                      Square(queries=200, rescale=True), seed=0)
     unmasked = sweep(model, test_set, epsilons, 100, "pgd", Pgd(steps=10), seed=0)
     assert fgsm.zero_grad_fraction == 1.0, "the flag: every input-gradient entry is 0"
     assert unmasked.zero_grad_fraction < 0.5
@@ -124,9 +132,10 @@ def test_early_stopping_keeps_every_image_the_last_iterate_fooled(small):
     model, test_set = small
     x, y = correctly_classified(model, test_set, 60)
     eps, settings = 0.03, Pgd(steps=10)
-    start = uniform_start(x, torch.Generator().manual_seed(5))
-    last = pgd(model, x, y, eps, settings.steps, settings.step_scale * eps / settings.steps, start)
-    stopped = pgd_until_fooled(model, x, y, eps, settings, Draws(start, torch.Generator()))
+    draws = draws_for(x, "pgd", eps, seed=5)
+    last = pgd(model, x, y, eps, settings.steps, settings.step_scale * eps / settings.steps,
+               draws.start)
+    stopped = pgd_until_fooled(model, x, y, eps, settings, draws).x
     with torch.no_grad():
         fooled_last, fooled_stopped = model(last).argmax(1) != y, model(stopped).argmax(1) != y
     assert fooled_last.any() and not fooled_last.all()
@@ -208,8 +217,7 @@ def test_apgd_agrees_with_torchattacks(small):
     model, test_set = small
     x, y = correctly_classified(model, test_set, 60)
     for eps in (0.02, 0.05):
-        ours = apgd_ce(model, x, y, eps, Apgd(steps=20),
-                       Draws.fresh(x, torch.Generator().manual_seed(0)))
+        ours = apgd_ce(model, x, y, eps, Apgd(steps=20), draws_for(x, "apgd_ce", eps)).x
         theirs = torchattacks.APGD(model, norm="Linf", eps=eps, steps=20, n_restarts=1,
                                    loss="ce", seed=0)(x, y)
         with torch.no_grad():

@@ -7,10 +7,12 @@ the last checkpoint, its loss rose in fewer than 75% of the steps, or the step w
 at the last checkpoint and the best loss has not improved. APGD-CE ascends the cross-entropy;
 APGD-T the targeted DLR loss -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2) towards each of the
 `targets` classes with the highest clean logits after the true one, in turn, on the images the
-previous targets did not fool. The random start is x + eps * u / max|u| with u uniform.
+previous targets did not fool. The random start is x + eps * u / max|u| with u uniform (per
+image, a new draw for every restart and target: core.Draws' stream of that number).
 
-As in the reference implementation, an image counts as fooled at the first iterate the model
-misclassifies, and that iterate is kept; here it also stops being attacked from then on.
+As in the reference implementation, an image counts as fooled at the first iterate the judge
+(core.judge) misclassifies, and that iterate is kept, before any checkpoint moves it back to
+its best point; here it also stops being attacked from then on.
 """
 
 from __future__ import annotations
@@ -20,15 +22,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from advlab.attacks.core import (
-    Draws,
-    Loss,
-    cross_entropy,
-    eval_logits,
-    loss_gradient,
-    project,
-    uniform_start,
-)
+from advlab.attacks.core import Draws, Judged, Loss, attack_gradient, cross_entropy, judge, project
 from advlab.params import Apgd, ApgdT
 
 MOMENTUM = 0.75  # weight of the new step; 1 - MOMENTUM on the previous move
@@ -62,23 +56,24 @@ LossFor = Callable[[torch.Tensor], Loss]  # the loss of the images x[index], giv
 
 
 def apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int,
-         loss_for: LossFor, start: torch.Tensor) -> torch.Tensor:
+         loss_for: LossFor, start: torch.Tensor) -> Judged:
     """APGD on correctly classified images x: per image, the first iterate that fools the model,
-    else its point of highest loss. loss_for(index) is the per-image loss of x[index] (APGD-T's
-    target differs per image). start: uniform noise in [-1, 1], x's shape."""
+    else its point of highest loss, with the judge's logits of it. loss_for(index) is the
+    per-image loss of x[index] (APGD-T's target differs per image). start: uniform noise in
+    [-1, 1], x's shape."""
     noise = start / start.flatten(1).abs().amax(1).clamp_min(1e-12).view(-1, 1, 1, 1)
-    out = project(x + eps * noise, x, eps)  # noise: max |noise| = 1 per image
-    state = _State.start(model, x, y, out.clone(), loss_for, eps)
+    x0 = project(x + eps * noise, x, eps)  # noise: max |noise| = 1 per image
+    state, out = _State.start(model, x, y, x0, loss_for, eps)
     marks = set(checkpoints(steps))
+    state.fooled_to(out)
     for it in range(1, steps + 1):
-        state.fooled_to(out)
         if state.empty:
             return out
         state.step(model, x, y, eps, momentum=1.0 if it == 1 else MOMENTUM)
+        state.fooled_to(out)  # before check(): a fooling iterate is kept, never reset
         if it in marks:
             state.check()
-    state.fooled_to(out)
-    out[state.index] = state.best_x
+    out.x[state.index], out.logits[state.index] = state.best_x, state.best_logits
     return out
 
 
@@ -91,25 +86,30 @@ class _State:
 
     @classmethod
     def start(cls, model: nn.Module, x: torch.Tensor, y: torch.Tensor, x0: torch.Tensor,
-              loss_for: LossFor, eps: float) -> _State:
+              loss_for: LossFor, eps: float) -> tuple[_State, Judged]:
+        """The state at x0, and the output (x0 and its logits) that fooled images go to."""
         index = torch.arange(len(x), device=x.device)
-        logits, values, grad = loss_gradient(model, x0, y, loss_for(index))
+        logits, values, grad = attack_gradient(model, x0, y, loss_for(index))
         size = torch.full((len(x),), 2.0 * eps, device=x.device)
-        return cls(loss_for=loss_for, index=index, x=x0, prev=x0.clone(), grad=grad, size=size,
-                   value=values, best_x=x0.clone(), best_grad=grad.clone(), best=values.clone(),
-                   best_at_check=values.clone(), rises=torch.zeros_like(values),
-                   steps_since=0, halved_at_check=torch.ones_like(values, dtype=torch.bool),
-                   fooled=logits.argmax(1) != y)
+        state = cls(loss_for=loss_for, index=index, x=x0, prev=x0.clone(), grad=grad, size=size,
+                    value=values, logits=logits, best_x=x0.clone(), best_grad=grad.clone(),
+                    best_logits=logits.clone(), best=values.clone(),
+                    best_at_check=values.clone(), rises=torch.zeros_like(values), steps_since=0,
+                    halved_at_check=torch.ones_like(values, dtype=torch.bool),
+                    fooled=logits.argmax(1) != y)
+        return state, Judged(x0.clone(), logits.clone())
 
     @property
     def empty(self) -> bool:
         return len(self.index) == 0
 
-    def fooled_to(self, out: torch.Tensor) -> None:
-        """Writes the fooling iterates to out and drops those images from every state tensor."""
+    def fooled_to(self, out: Judged) -> None:
+        """Writes the fooling iterates (and their logits) to out and drops those images from
+        every state tensor."""
         if not self.fooled.any():
             return
-        out[self.index[self.fooled]] = self.x[self.fooled]
+        out.x[self.index[self.fooled]] = self.x[self.fooled]
+        out.logits[self.index[self.fooled]] = self.logits[self.fooled]
         keep = ~self.fooled
         for name, value in list(vars(self).items()):
             if isinstance(value, torch.Tensor) and name != "fooled":
@@ -123,14 +123,16 @@ class _State:
         moved = project(self.x + momentum * (z - self.x) + (1 - momentum) * (self.x - self.prev),
                         xs, eps)
         self.prev, self.x = self.x, moved
-        logits, values, self.grad = loss_gradient(model, moved, ys, self.loss_for(self.index))
+        self.logits, values, self.grad = attack_gradient(model, moved, ys,
+                                                         self.loss_for(self.index))
         self.rises += (values > self.value).float()
         self.steps_since += 1
         self.value = values
         better = values > self.best
         self.best_x[better], self.best_grad[better] = moved[better], self.grad[better]
+        self.best_logits[better] = self.logits[better]
         self.best = torch.where(better, values, self.best)
-        self.fooled = logits.argmax(1) != ys
+        self.fooled = self.logits.argmax(1) != ys
 
     def check(self) -> None:
         """The checkpoint rule: halve the step and restart from the best point where it fires."""
@@ -145,42 +147,40 @@ class _State:
 
 
 def apgd_ce(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, settings: Apgd,
-            draws: Draws) -> torch.Tensor:
-    """APGD on the cross-entropy loss, settings.restarts times on the images still standing
-    (the first from draws.start, the others from new random starts)."""
-    out = x.clone()
-    standing = torch.arange(len(x), device=x.device)
-    start = draws.start
-    for _ in range(settings.restarts):
-        out[standing] = apgd(model, x[standing], y[standing], eps, settings.steps,
-                             lambda index: cross_entropy, start[standing])
-        start = uniform_start(x, draws.generator)
-        standing = standing[_still_correct(model, out[standing], y[standing])]
-        if len(standing) == 0:
-            break
-    return out
+            draws: Draws) -> Judged:
+    """APGD on the cross-entropy loss, settings.restarts times on the images still standing,
+    restart r from draws' stream r."""
+    def restart(r: int, standing: torch.Tensor) -> Judged:
+        return apgd(model, x[standing], y[standing], eps, settings.steps,
+                    lambda index: cross_entropy, draws[standing].noise(r))
+    return until_fooled(y, settings.restarts, restart)
 
 
 def apgd_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, settings: ApgdT,
-           draws: Draws) -> torch.Tensor:
+           draws: Draws) -> Judged:
     """APGD on the targeted DLR loss, towards each of the top settings.targets other classes
-    (by clean logit) in turn, each run on the images the earlier targets did not fool."""
-    ranked = eval_logits(model, x).argsort(1, descending=True)  # ranked[:, 0] is y: x is correct
-    out = x.clone()
-    standing = torch.arange(len(x), device=x.device)
-    start = draws.start
-    for k in range(1, min(settings.targets, ranked.shape[1] - 1) + 1):
-        target = ranked[standing, k]
-        out[standing] = apgd(model, x[standing], y[standing], eps, settings.steps,
-                             lambda index, target=target: dlr_targeted(target[index]),
-                             start[standing])
-        start = uniform_start(x, draws.generator)
-        standing = standing[_still_correct(model, out[standing], y[standing])]
+    (by the judge's clean logits) in turn, each run on the images the earlier targets did not
+    fool, target k from draws' stream k - 1."""
+    ranked = judge(model, x).argsort(1, descending=True)  # ranked[:, 0] is y: x is correct
+
+    def towards(k: int, standing: torch.Tensor) -> Judged:
+        target = ranked[standing, k + 1]
+        return apgd(model, x[standing], y[standing], eps, settings.steps,
+                    lambda index: dlr_targeted(target[index]), draws[standing].noise(k))
+    return until_fooled(y, min(settings.targets, ranked.shape[1] - 1), towards)
+
+
+def until_fooled(y: torch.Tensor, runs: int, run: Callable[[int, torch.Tensor], Judged]
+                 ) -> Judged:
+    """run(k, standing) for k = 0, 1, ..., runs - 1, each on the images (indices `standing`)
+    that the earlier runs left classified correctly, by the logits each run returned."""
+    standing = torch.arange(len(y), device=y.device)
+    out = run(0, standing)
+    standing = standing[out.logits.argmax(1) == y]
+    for k in range(1, runs):
         if len(standing) == 0:
             break
+        found = run(k, standing)
+        out.x[standing], out.logits[standing] = found
+        standing = standing[found.logits.argmax(1) == y[standing]]
     return out
-
-
-def _still_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return eval_logits(model, x).argmax(1) == y
-

@@ -15,7 +15,15 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from advlab.attacks.core import Draws, loss_gradient, project, uniform_start
+from advlab.attacks.core import (
+    Draws,
+    Judged,
+    attack_gradient,
+    judge,
+    loss_gradient,
+    project,
+    uniform_start,
+)
 from advlab.params import Pgd
 
 if TYPE_CHECKING:
@@ -40,23 +48,28 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: i
 
 
 def pgd_until_fooled(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
-                     settings: Pgd, draws: Draws) -> torch.Tensor:
-    """PGD for evaluation: as pgd, but an image stops at the first iterate that fools the model
-    and keeps it, so the cost follows the images still standing (x: correctly classified).
-
-    The check reuses the logits of the forward pass that computes the gradient, so it costs
-    nothing; the final iterate is checked by the caller."""
+                     settings: Pgd, draws: Draws) -> Judged:
+    """PGD for evaluation: as pgd, but an image stops at the first iterate the judge
+    (core.judge) finds fooling and keeps it, so the cost follows the images still standing
+    (x: correctly classified). The check reuses the logits of the forward pass that computes
+    the gradient where it is the judge's; the last iterate is judged once more."""
     x_adv = (x + eps * draws.start).clamp(0, 1) if settings.random_start else x.clone()
     active = torch.arange(len(x), device=x.device)
     step_size = settings.step_scale * eps / settings.steps
+    logits = None
     for _ in range(settings.steps):
-        logits, _, grad = loss_gradient(model, x_adv[active], y[active])
-        standing = logits.argmax(1) == y[active]
+        judged, _, grad = attack_gradient(model, x_adv[active], y[active])
+        if logits is None:
+            logits = judged  # every image is active at the first step
+        else:
+            logits[active] = judged
+        standing = judged.argmax(1) == y[active]
         active, grad = active[standing], grad[standing]
         if len(active) == 0:
-            break
+            return Judged(x_adv, logits)
         x_adv[active] = project(x_adv[active] + step_size * grad.sign(), x[active], eps)
-    return x_adv
+    logits[active] = judge(model, x_adv[active])
+    return Judged(x_adv, logits)
 
 
 def training_attack(cfg: Train) -> Pgd:

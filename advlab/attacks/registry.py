@@ -4,10 +4,15 @@ lists), and one entry here. The stage, the report, TensorBoard,
 the plots and params validation all read this table.
 
 An attack's `run(model, x, y, eps, settings, draws)` takes float images x in [0, 1] that
-the model classifies correctly and returns, per image, a point of the eps-ball (clamped to
-[0, 1]): the first that fooled the model, else the attack's best. `draws` (core.Draws) holds
-its random start and generator. FGSM has no `run`: its one gradient serves every eps (the
-sweep's fast path, robustness.py) and it attacks every image, as in the lab.
+the model classifies correctly and returns a core.Judged: per image a point of the eps-ball
+(clamped to [0, 1]), the first that fooled the model, else the attack's best, and the logits
+core.judge gave that point, on which the attack decided (the sweep records them: one judge,
+see core.py). Every decision it takes about an image comes from core.judge's logits
+(core.attack_gradient returns them with the gradient). `draws` (core.Draws) holds its
+randomness, keyed per image: draws.start, draws.noise(stream), draws.uniform(stream, shape),
+draws.integers(stream, high, count), draws[index] for a subset. FGSM has no `run`: its one
+gradient serves every eps (the sweep's fast path, robustness.py) and it attacks every image,
+as in the lab.
 """
 
 from __future__ import annotations
@@ -19,12 +24,12 @@ import torch
 from torch import nn
 
 from advlab.attacks.apgd import apgd_ce, apgd_t
-from advlab.attacks.core import Draws
+from advlab.attacks.core import Draws, Judged
 from advlab.attacks.pgd import pgd_until_fooled
 from advlab.attacks.square import square
 from advlab.params import METHODS, ParamsError
 
-Run = Callable[[nn.Module, torch.Tensor, torch.Tensor, float, object, Draws], torch.Tensor]
+Run = Callable[[nn.Module, torch.Tensor, torch.Tensor, float, object, Draws], Judged]
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,12 @@ a smaller eps counts as fooled at every larger one by the same image (it lies in
 ball), so only the survivors are attacked again and accuracy never rises with eps. FGSM keeps
 the lab's fast path: one gradient per batch serves every eps, and every image is perturbed.
 The worst case runs the ensemble as a cascade (AutoAttack): at each eps, each attack only on
-the images every earlier attack left standing.
+the images every earlier attack left standing. Each (eps, attack) shows a progress bar over
+the images it attacks, and the cascade prints the robust accuracy after each attack.
+
+An attack's verdict on an image is recorded from the logits it decided on (core.Judged: one
+judge), and its random draws are keyed by (seed, attack, eps, image index) (core.Draws): the
+same params give the same per-image results whatever the batch size or the images attacked.
 """
 
 from __future__ import annotations
@@ -23,10 +28,11 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
-from advlab.attacks.core import Draws, loss_gradient, predict
+from advlab.attacks.core import Draws, judge, loss_gradient
 from advlab.attacks.fgsm import perturb
-from advlab.attacks.registry import ATTACKS, WORST_CASE, Run
+from advlab.attacks.registry import ATTACKS, WORST_CASE
 from advlab.data import ImageSet, stratified_order, to_float
 from advlab.evaluate import predict_logits
 
@@ -161,8 +167,8 @@ def sweep(model: nn.Module, test_set: ImageSet, epsilons: Sequence[float], batch
     Clean predictions come from predict_logits with the same batch size as the test stage, and
     eps = 0 reuses them, so accuracy at eps = 0 equals the test accuracy exactly. Attacks with
     a `run` go through the eps in increasing order, each on the images no smaller eps fooled
-    (those stay fooled by the same image). Random draws come from a generator seeded with
-    `seed` afresh at every eps: the same params give the same result."""
+    (those stay fooled by the same image). Random draws are keyed by (seed, method, eps,
+    image): the same params give the same result."""
     attack = ATTACKS[method]
     if attack.section is not None and settings is None:
         raise ValueError(f"attack {method!r} needs its settings (params.attack.{attack.section})")
@@ -176,8 +182,8 @@ def sweep(model: nn.Module, test_set: ImageSet, epsilons: Sequence[float], batch
             standing = outcome.clean_ok if smaller is None else outcome.standing(smaller)
             if smaller is not None:
                 outcome.inherit(e, smaller, outcome.clean_ok & ~standing)
-            _attack(model, test_set, outcome, e, epsilons[e], standing, attack.run, settings,
-                    batch_size, seed)
+            _attack(model, test_set, outcome, e, epsilons[e], standing,
+                    _Job(method, settings, batch_size, seed))
     result = outcome.result(method, epsilons, test_set.images.numel(), zero_grads, {})
     result.seconds[method] = time.perf_counter() - began  # .cpu() synchronized the device
     return result
@@ -203,38 +209,36 @@ def _fgsm_pass(model: nn.Module, test_set: ImageSet, epsilons: tuple[float, ...]
         for e, eps in enumerate(epsilons):
             if attack_all and eps > 0:
                 x_adv = perturb(x, grad_sign, eps)
-                outcome.record(e, index, x_adv, predict(model, x_adv))
+                outcome.record(e, index, x_adv, judge(model, x_adv))
     return zero_grads
 
 
+@dataclass(frozen=True)
+class _Job:
+    """One attack of a sweep or a cascade: its registry name, settings, batch size, base seed."""
+
+    name: str
+    settings: object
+    batch_size: int
+    seed: int
+
+
 def _attack(model: nn.Module, test_set: ImageSet, outcome: _Outcome, e: int, eps: float,
-            standing: torch.Tensor, run: Run, settings: object, batch_size: int,
-            seed: int) -> None:
-    """run at eps on the images where `standing` (N,) holds, in batches; recorded in outcome."""
-    generator = torch.Generator(device=test_set.images.device).manual_seed(seed)
+            standing: torch.Tensor, job: _Job) -> None:
+    """job's attack at eps on the images where `standing` (N,) holds, in batches, under a
+    progress bar; each image's outcome is recorded from the logits the attack decided on."""
+    run = ATTACKS[job.name].run
     index = torch.nonzero(standing).flatten()
-    starts = _starts(test_set, index, batch_size, generator)
-    for batch, start in zip(index.split(batch_size), starts.split(batch_size), strict=True):
-        if len(batch) == 0:  # split of an empty tensor yields it once
-            break
-        x, y = to_float(test_set.images[batch]), test_set.labels[batch]
-        x_adv = run(model, x, y, eps, settings, Draws(start, generator))
-        outcome.record(e, batch, x_adv, predict(model, x_adv))
-
-
-def _starts(test_set: ImageSet, index: torch.Tensor, batch_size: int,
-            generator: torch.Generator) -> torch.Tensor:
-    """Random starts for test_set[index], as a loop over the whole set in batches draws them
-    (uniform_start per batch): an image's start does not depend on which others are attacked,
-    so stopping early or skipping images changes no other image's attack."""
-    starts = torch.empty((len(index), *test_set.shape), device=index.device)
-    for first in range(0, len(test_set), batch_size):
-        last = min(first + batch_size, len(test_set))
-        noise = torch.rand((last - first, *test_set.shape), generator=generator,
-                           device=index.device) * 2 - 1
-        inside = (index >= first) & (index < last)
-        starts[inside] = noise[index[inside] - first]
-    return starts
+    with tqdm(total=len(index), desc=f"{job.name} eps {eps:.3g}", unit="image",
+              dynamic_ncols=True, leave=False) as bar:
+        for batch in index.split(job.batch_size):
+            if len(batch) == 0:  # split of an empty tensor yields it once
+                break
+            x, y = to_float(test_set.images[batch]), test_set.labels[batch]
+            draws = Draws.keyed(job.seed, job.name, eps, batch, test_set.shape)
+            judged = run(model, x, y, eps, job.settings, draws)
+            outcome.record(e, batch, judged.x, judged.logits)
+            bar.update(len(batch))
 
 
 def worst_case(model: nn.Module, test_set: ImageSet, epsilons: Sequence[float],
@@ -268,11 +272,14 @@ def worst_case(model: nn.Module, test_set: ImageSet, epsilons: Sequence[float],
             standing[e] &= ~carried
         for name, settings in ensemble:
             began = time.perf_counter()
-            _attack(model, test_set, outcome, e, epsilons[e], standing[e], ATTACKS[name].run,
-                    settings, batch_size, seed)
+            _attack(model, test_set, outcome, e, epsilons[e], standing[e],
+                    _Job(name, settings, batch_size, seed))
             standing[e] &= outcome.predictions[e] == outcome.labels
             after[name][e] = standing[e].sum().item() / len(test_set)  # syncs: honest time
-            seconds[name] += time.perf_counter() - began
+            took = time.perf_counter() - began
+            seconds[name] += took
+            print(f"attack: {WORST_CASE} eps {epsilons[e]:.3g} robust accuracy after {name}: "
+                  f"{after[name][e]:.2%} ({took:.1f} s)", flush=True)
     first = earlier[0] if earlier else None
     zero_grads = first.zero_grads if first is not None else torch.zeros((), dtype=torch.int64)
     result = outcome.result(WORST_CASE, epsilons, test_set.images.numel(), zero_grads, seconds)
