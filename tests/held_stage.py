@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import os
 import runpy
-import signal
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -28,8 +28,12 @@ def hold() -> None:
     calls += 1
     if calls == int(n):
         Path(ready).touch()
-        while True:  # a handler that raises (SIGINT, SIGTERM) ends the wait
-            signal.pause()
+        # Python runs signal handlers in the main thread between bytecodes. signal.pause() would
+        # miss a signal that lands just before it, or on one of torch's threads (the main thread
+        # then sleeps on); a short sleep returns, and the pending handler runs, within 50 ms
+        # wherever the signal landed. A handler that raises (SIGINT, SIGTERM) ends the wait.
+        while True:
+            time.sleep(0.05)
 
 
 if where == "step":
