@@ -24,7 +24,7 @@ from torch.utils.tensorboard import SummaryWriter
 from advlab.params import Params
 
 if TYPE_CHECKING:
-    from advlab.attacks import AttackResult
+    from advlab.attacks.robustness import AttackResult
     from advlab.train import EpochResult
 
 EPS_STEP = 1000  # attack scalars sit at step round(1000 * eps): TensorBoard steps are integers

@@ -4,8 +4,9 @@ worst case over them and the attack.ensemble cascade."""
 
 import argparse
 
-from advlab.attacks import AttackResult, attack_subset, save_metrics, sweep, worst_case
+from advlab.attacks.metrics import save_metrics
 from advlab.attacks.registry import settings_of
+from advlab.attacks.robustness import AttackResult, attack_subset, sweep, worst_case
 from advlab.data import load_splits
 from advlab.device import pick_device, pick_precision, prepare_model
 from advlab.evaluate import evaluation_batch_size
