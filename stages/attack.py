@@ -9,6 +9,7 @@ from advlab.attacks.registry import settings_of
 from advlab.attacks.robustness import AttackResult, attack_subset, sweep, worst_case
 from advlab.data import load_splits
 from advlab.device import pick_device, pick_precision, prepare_model
+from advlab.environment import environment
 from advlab.evaluate import evaluation_batch_size
 from advlab.figures import attack_examples, save_png
 from advlab.io import write_json
@@ -57,7 +58,7 @@ def main(args: argparse.Namespace) -> None:
               for result in results}
     print(f"attack: {results[0].zero_grad_fraction:.2%} of input-gradient entries are exactly 0")
     save_metrics(args.metrics, results)
-    write_json(args.metrics / "attack_time.json", timing)
+    write_json(args.metrics / "attack_time.json", {**timing, "environment": environment(device)})
 
     save_png(attack_examples(results[0], test_set.classes), args.examples)
     with open_writer(args.tensorboard) as writer:

@@ -15,6 +15,7 @@ from advlab import distributed
 from advlab.checkpoint import fit_resumable, run_inputs
 from advlab.data import load_splits, to_float
 from advlab.device import pick_device, pick_precision, prepare_model
+from advlab.environment import environment
 from advlab.evaluate import evaluation_batch_size
 from advlab.models import build_model, format_parameter_table, parameter_table, save_model
 from advlab.params import load_params
@@ -55,7 +56,7 @@ def main(args: argparse.Namespace) -> None:
 
     def on_epoch(result: EpochResult) -> None:  # rank 0: live metrics, then TensorBoard
         done.append(result)
-        write_train_metrics(args.metrics, done, extra, len(train_set))
+        write_train_metrics(args.metrics, done, extra, len(train_set), environment(device))
         log_epoch(writer, result)
 
     inputs = run_inputs(params, [args.splits / "train.pt", args.splits / "val.pt"],
