@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import runpy
+import signal
 import sys
 import time
 from pathlib import Path
@@ -21,6 +22,9 @@ import torch
 
 where, n, ready, script, *args = sys.argv[1:]
 calls = 0
+# Python leaves SIGINT ignored when it starts ignored (a background job, nohup): the test's
+# SIGINT must raise KeyboardInterrupt wherever the test runs
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def hold() -> None:
