@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import shlex
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
@@ -32,11 +33,34 @@ def _package_of(path: Path, root: Path) -> list[str]:
     return list(path.relative_to(root).parts[:-1])
 
 
+def _is_type_checking(node: ast.AST) -> bool:
+    """`if TYPE_CHECKING:` or `if typing.TYPE_CHECKING:`: a block only type checkers run."""
+    if not isinstance(node, ast.If):
+        return False
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def _run_nodes(tree: ast.AST) -> Iterator[ast.AST]:
+    """Every node of `tree` that may run: all but the body of `if TYPE_CHECKING:` blocks (their
+    `else:` runs)."""
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        yield node
+        if _is_type_checking(node):
+            todo.extend(node.orelse)
+        else:
+            todo.extend(ast.iter_child_nodes(node))
+
+
 def _imported_names(path: Path, root: Path) -> set[str]:
-    """Every dotted name an import statement of `path` may load as a module, anywhere in it
-    (top level, functions, branches): `from a import b` may import the module a.b."""
+    """Every dotted name an import statement of `path` may load as a module, anywhere it may run
+    (top level, functions, branches; not `if TYPE_CHECKING:`): `from a import b` may import the
+    module a.b."""
     names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+    for node in _run_nodes(ast.parse(path.read_text(), filename=str(path))):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):

@@ -7,11 +7,12 @@
 
 Built on `dvc exp show --json`: a row per experiment with the params that differ between the
 rows and the headline metrics: validation and test accuracy, accuracy under each attack
-method (read from attack.json, whatever methods it holds) at each eps or at `--eps`, and the
-training time. In a terminal the table fits `--width` columns (it is turned, a row per metric,
-when the experiments do not fit side by side). `--html` writes one self-contained page, with
-the table and the curves of every experiment overlaid, drawn to inline SVG by vl-convert: the
-page needs no network.
+method (read from attack.json, whatever methods it holds) at each eps or at `--eps`, the
+training time, and the environment a stage ran in (Python, torch, CUDA, device, dvc) where
+the experiments differ in it. In a terminal the table fits `--width` columns (it is turned,
+a row per metric, when the experiments do not fit side by side). `--html` writes one
+self-contained page, with the table and the curves of every experiment overlaid, drawn to
+inline SVG by vl-convert: the page needs no network.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from advlab.profile import flatten
 EPS_KEY = re.compile(r"^attack\.json:(?P<method>[^.]+)\.accuracy\.eps=(?P<eps>[-+.\deE]+)$")
 HEADLINE = {"train.json:val_acc": "val_acc", "test.json:accuracy": "test_acc"}
 TIMES = {"train_time.json:seconds": "train_s"}
+ENVIRONMENT = re.compile(r"^(?P<stage>\w+)_time\.json:environment\.(?P<key>.+)$")
 
 
 class CompareError(Exception):
@@ -174,8 +176,17 @@ def differing_params(exps: list[Experiment]) -> list[str]:
             if len({json.dumps(e.params.get(k), sort_keys=True) for e in with_params}) > 1]
 
 
+def differing_environment(exps: list[Experiment]) -> dict[str, str]:
+    """FILE:key -> column label (`env.train.torch`) of each environment entry the stages
+    recorded (advlab.environment) whose value differs between the experiments."""
+    keys = sorted({k for e in exps for k in e.metrics if ENVIRONMENT.match(k)})
+    return {k: "env.{stage}.{key}".format(**ENVIRONMENT.match(k).groupdict()) for k in keys
+            if len({json.dumps(e.metrics.get(k)) for e in exps}) > 1}
+
+
 def table(exps: list[Experiment], eps: float | None = None) -> pd.DataFrame:
-    """A row per experiment: params that differ, val/test accuracy, attacks, training time."""
+    """A row per experiment: params that differ, val/test accuracy, attacks, training time,
+    and the environment (Python, torch, device...) where it differs."""
     attacks = [attack_accuracy(e) for e in exps]
     pairs = sorted({pair for found in attacks for pair in found})
     if eps is not None:
@@ -184,13 +195,14 @@ def table(exps: list[Experiment], eps: float | None = None) -> pd.DataFrame:
         if not pairs:
             raise CompareError(f"no attack at eps {eps:g}; the experiments have eps "
                                f"{', '.join(f'{e:g}' for e in available) or 'none'}")
-    params = differing_params(exps)
+    params, environment = differing_params(exps), differing_environment(exps)
     rows = []
     for exp, found in zip(exps, attacks, strict=True):
         row: dict[str, object] = {k: _short(exp.params.get(k)) for k in params}
         row.update({label: exp.metrics.get(key) for key, label in HEADLINE.items()})
         row.update({f"{m}@{e:g}": found.get((m, e)) for m, e in pairs})
         row.update({label: exp.metrics.get(key) for key, label in TIMES.items()})
+        row.update({label: exp.metrics.get(key) for key, label in environment.items()})
         rows.append(row)
     frame = pd.DataFrame(rows, index=pd.Index([e.name for e in exps], name="experiment"))
     return frame.dropna(axis=1, how="all")

@@ -18,7 +18,7 @@ from advlab.attacks.registry import title
 from advlab.io import atomic_path
 
 if TYPE_CHECKING:
-    from advlab.attacks import AttackResult
+    from advlab.attacks.robustness import AttackResult
 
 # Figures go to files only. Agg before anything imports pyplot (TensorBoard's add_figure
 # does), so a machine with a display never opens a GUI backend.

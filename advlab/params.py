@@ -8,10 +8,14 @@ ends the one-line error for a bad value and is the hover text of the JSON schema
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import os
 import re
 import sys
+import weakref
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -103,7 +107,71 @@ Flag = Annotated[bool, Strict(), Field(description="true or false")]
 
 
 class Section(BaseModel):
+    """A frozen section of params.yaml. While `recording_reads()` is active, reading a key of a
+    parsed Params (an attribute, or a section's model_dump) adds its dotted name to the record:
+    the params a stage's code reads, which dvc.yaml must list (tests/test_params_deps.py)."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def _name_sections(self, prefix: str) -> None:
+        """Remembers each section's place in this Params (kept outside the section: a private
+        attribute would take part in ==)."""
+        key = id(self)
+        _KEYS[key] = (weakref.ref(self, functools.partial(_forget, key)), prefix)
+        for name in type(self).model_fields:
+            value = super().__getattribute__(name)
+            if isinstance(value, Section):
+                value._name_sections(f"{prefix}{name}.")
+
+    def __getattribute__(self, name: str) -> Any:
+        value = super().__getattribute__(name)
+        if _reads is not None and name in type(self).model_fields and not isinstance(
+                value, Section):
+            _record(self, [name])
+        return value
+
+    def model_dump(self, **kwargs: Any) -> dict[str, Any]:
+        if _reads is not None:
+            _record(self, leaf_keys(type(self)))
+        return super().model_dump(**kwargs)
+
+
+_reads: set[str] | None = None  # the keys read while recording_reads() is active
+_KEYS: dict[int, tuple[weakref.ref, str]] = {}  # id of a section -> (it, "attack.pgd.")
+
+
+def _forget(key: int, ref: weakref.ref) -> None:
+    if _KEYS.get(key, (None,))[0] is ref:
+        del _KEYS[key]
+
+
+def _record(section: Section, names: list[str]) -> None:
+    ref, prefix = _KEYS.get(id(section), (None, ""))
+    if ref is not None and ref() is section and _reads is not None:  # not a lone section
+        _reads.update(f"{prefix}{name}" for name in names)
+
+
+def leaf_keys(model: type[BaseModel]) -> list[str]:
+    """The dotted keys of every value in a section, nested sections included."""
+    keys = []
+    for name, field in model.model_fields.items():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, Section):
+            keys += [f"{name}.{key}" for key in leaf_keys(field.annotation)]
+        else:
+            keys.append(name)
+    return keys
+
+
+@contextlib.contextmanager
+def recording_reads() -> Iterator[set[str]]:
+    """Collects the dotted keys (`train.lr`) the code reads from parsed params meanwhile;
+    validating a file reads none."""
+    global _reads
+    outer, _reads = _reads, set()
+    try:
+        yield _reads
+    finally:
+        _reads = outer
 
 
 class Base(Section):
@@ -263,6 +331,9 @@ class Params(Section):
     evaluate: Evaluate = Evaluate()
     attack: Attack = Attack()
 
+    def model_post_init(self, context: Any) -> None:
+        self._name_sections("")
+
     def as_dict(self) -> dict:
         return self.model_dump()
 
@@ -302,10 +373,14 @@ def _message(error: dict) -> str:
 
 def parse_params(raw: object) -> Params:
     """Builds and validates Params from a parsed YAML mapping; missing keys take defaults."""
+    global _reads
+    reads, _reads = _reads, None  # the validators' reads are not the code's
     try:
         return Params.model_validate(raw)
     except ValidationError as err:
         raise ParamsError(f"params: {_message(err.errors()[0])}") from None
+    finally:
+        _reads = reads
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

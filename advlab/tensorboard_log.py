@@ -24,7 +24,7 @@ from torch.utils.tensorboard import SummaryWriter
 from advlab.params import EPS_STEP, Params, eps_step
 
 if TYPE_CHECKING:
-    from advlab.attacks import AttackResult
+    from advlab.attacks.robustness import AttackResult
     from advlab.train import EpochResult
 
 
@@ -61,16 +61,17 @@ def log_graph(writer: SummaryWriter, model: nn.Module, example: torch.Tensor) ->
     model.train(was_training)
 
 
-TRAIN_SECTIONS = ("base", "data", "train", "evaluate")  # what the trained model depends on
+# The params the train stage reads, as dvc.yaml lists them for it: its data are the splits (a
+# dep), so data.* is not among them (logging it would make the stage read keys it does not
+# declare, and declaring them would retrain on a change of data.source's path alone).
+TRAIN_SECTIONS = ("base", "train", "evaluate")
 
 
 def hparams(params: Params) -> dict[str, int | float | str | bool]:
     """The training params as flat `section.key` values TensorBoard accepts (None as text)."""
     flat = {}
-    for section, values in params.as_dict().items():
-        if section not in TRAIN_SECTIONS:
-            continue
-        for key, value in values.items():
+    for section in TRAIN_SECTIONS:
+        for key, value in getattr(params, section).model_dump().items():
             ok = isinstance(value, (int, float, str, bool))
             flat[f"{section}.{key}"] = value if ok else str(value)
     return flat

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from advlab.attacks import adversarial_batch, uniform_start
+from advlab.attacks.core import uniform_start
+from advlab.attacks.pgd import adversarial_batch
 from advlab.data import ImageSet, batches, to_float
 from advlab.device import autocast, gradient_scaler
 from advlab.distributed import SINGLE, Ranks, mean_across_ranks, unwrap

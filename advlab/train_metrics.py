@@ -15,8 +15,9 @@ from advlab.train import EpochResult
 
 
 def write_train_metrics(folder: Path, history: list[EpochResult], extra: dict[str, object],
-                        train_images: int) -> None:
-    """train.csv, train.json (with `extra`: model size, adversarial mode) and train_time.json."""
+                        train_images: int, environment: dict[str, str]) -> None:
+    """train.csv, train.json (with `extra`: model size, adversarial mode) and train_time.json
+    (with the `environment`, advlab.environment)."""
     write_csv(folder / "train.csv", ["epoch", "loss", "val_acc"],
               [(r.epoch, round(r.loss, 6), round(r.val_acc, 6)) for r in history])
     last = history[-1]
@@ -27,4 +28,4 @@ def write_train_metrics(folder: Path, history: list[EpochResult], extra: dict[st
     seconds = sum(r.seconds for r in history)  # restored epochs keep their own time
     write_json(folder / "train_time.json",
                {**throughput(seconds, train_images * len(history)),
-                "epoch_seconds": round(seconds / len(history), 3)})
+                "epoch_seconds": round(seconds / len(history), 3), "environment": environment})

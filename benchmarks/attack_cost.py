@@ -21,8 +21,10 @@ import time
 import torch
 from torch import nn
 
-from advlab.attacks import fgsm_gradient_sign, pgd, sweep, uniform_start
-from advlab.attacks.core import judge
+from advlab.attacks.core import judge, uniform_start
+from advlab.attacks.fgsm import fgsm_gradient_sign
+from advlab.attacks.pgd import pgd
+from advlab.attacks.robustness import sweep
 from advlab.data import ImageSet, to_float
 from advlab.datasets import synthetic_images
 from advlab.device import pick_device, prepare_model

@@ -21,8 +21,8 @@ import time
 import torch
 from torch import nn
 
-from advlab.attacks import sweep
 from advlab.attacks.core import loss_gradient
+from advlab.attacks.robustness import sweep
 from advlab.data import to_float
 from advlab.datasets import synthetic_images
 from advlab.device import prepare_model

@@ -16,7 +16,7 @@ import statistics
 
 import torch
 
-from advlab.attacks import fgsm_sweep
+from advlab.attacks.robustness import fgsm_sweep
 from advlab.datasets import synthetic_images
 from advlab.device import pick_device, pick_precision, prepare_model
 from advlab.evaluate import classification_report, evaluation_batch_size

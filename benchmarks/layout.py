@@ -17,7 +17,7 @@ import time
 import torch
 from tqdm import tqdm
 
-from advlab.attacks import fgsm_sweep
+from advlab.attacks.robustness import fgsm_sweep
 from advlab.datasets import synthetic_images
 from advlab.device import pick_device, prepare_model
 from advlab.evaluate import predict_logits

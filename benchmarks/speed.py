@@ -45,7 +45,7 @@ from advlab.timing import seconds
 from advlab.train import make_optimizer, train_epoch
 
 try:
-    from advlab.attacks import fgsm_sweep
+    from advlab.attacks.robustness import fgsm_sweep
 except ImportError:  # the project's FGSM lands with issue 3
     fgsm_sweep = None
 

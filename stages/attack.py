@@ -4,10 +4,12 @@ worst case over them and the attack.ensemble cascade."""
 
 import argparse
 
-from advlab.attacks import AttackResult, attack_subset, save_metrics, sweep, worst_case
+from advlab.attacks.metrics import save_metrics
 from advlab.attacks.registry import check_classes, settings_of
+from advlab.attacks.robustness import AttackResult, attack_subset, sweep, worst_case
 from advlab.data import load_splits
 from advlab.device import pick_device, pick_precision, prepare_model
+from advlab.environment import environment
 from advlab.evaluate import evaluation_batch_size
 from advlab.figures import attack_examples, save_png
 from advlab.io import write_json
@@ -57,7 +59,7 @@ def main(args: argparse.Namespace) -> None:
               for result in results}
     print(f"attack: {results[0].zero_grad_fraction:.2%} of input-gradient entries are exactly 0")
     save_metrics(args.metrics, results)
-    write_json(args.metrics / "attack_time.json", timing)
+    write_json(args.metrics / "attack_time.json", {**timing, "environment": environment(device)})
 
     save_png(attack_examples(results[0], test_set.classes), args.examples)
     with open_writer(args.tensorboard) as writer:

@@ -4,6 +4,7 @@ import argparse
 
 from advlab.data import load_splits
 from advlab.device import pick_device, pick_precision, prepare_model
+from advlab.environment import environment
 from advlab.evaluate import classification_report, evaluation_batch_size
 from advlab.io import write_csv, write_json
 from advlab.models import load_model
@@ -29,7 +30,8 @@ def main(args: argparse.Namespace) -> None:
     write_csv(args.metrics / "confusion.csv", ["actual", "predicted"],
               [(names[a], names[p]) for a, p in zip(test_set.labels.tolist(),
                                                     report["predictions"].tolist(), strict=True)])
-    write_json(args.metrics / "test_time.json", throughput(watch.seconds, len(test_set)))
+    write_json(args.metrics / "test_time.json", {**throughput(watch.seconds, len(test_set)),
+                                                 "environment": environment(device)})
     with open_writer(args.tensorboard) as writer:
         log_test(writer, report["accuracy"], report["per_class"])
 

@@ -16,6 +16,7 @@ from advlab import distributed
 from advlab.checkpoint import fit_resumable, run_inputs
 from advlab.data import load_splits, to_float
 from advlab.device import pick_device, pick_precision, prepare_model
+from advlab.environment import environment
 from advlab.evaluate import evaluation_batch_size
 from advlab.models import format_parameter_table, new_model, parameter_table, save_model
 from advlab.params import Params, load_params
@@ -63,7 +64,7 @@ def train(args: argparse.Namespace, params: Params, ranks: distributed.Ranks,
 
     def on_epoch(result: EpochResult) -> None:  # rank 0: live metrics, then TensorBoard
         done.append(result)
-        write_train_metrics(args.metrics, done, extra, len(train_set))
+        write_train_metrics(args.metrics, done, extra, len(train_set), environment(device))
         log_epoch(writer, result)
 
     inputs = run_inputs(params, [args.splits / "train.pt", args.splits / "val.pt"],

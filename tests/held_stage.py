@@ -15,12 +15,16 @@ import os
 import runpy
 import signal
 import sys
+import time
 from pathlib import Path
 
 import torch
 
 where, n, ready, script, *args = sys.argv[1:]
 calls = 0
+# Python leaves SIGINT ignored when it starts ignored (a background job, nohup): the test's
+# SIGINT must raise KeyboardInterrupt wherever the test runs
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def hold() -> None:
@@ -28,8 +32,12 @@ def hold() -> None:
     calls += 1
     if calls == int(n):
         Path(ready).touch()
-        while True:  # a handler that raises (SIGINT, SIGTERM) ends the wait
-            signal.pause()
+        # Python runs signal handlers in the main thread between bytecodes. signal.pause() would
+        # miss a signal that lands just before it, or on one of torch's threads (the main thread
+        # then sleeps on); a short sleep returns, and the pending handler runs, within 50 ms
+        # wherever the signal landed. A handler that raises (SIGINT, SIGTERM) ends the wait.
+        while True:
+            time.sleep(0.05)
 
 
 if where == "step":

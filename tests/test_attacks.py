@@ -10,7 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advlab.attacks import fgsm_gradient_sign, fgsm_sweep, perturb, summary
+from advlab.attacks.fgsm import fgsm_gradient_sign, perturb
+from advlab.attacks.metrics import summary
+from advlab.attacks.robustness import fgsm_sweep
 from advlab.data import ImageSet, to_float
 from advlab.datasets import synthetic_images
 from advlab.device import pick_device, pick_precision, prepare_model

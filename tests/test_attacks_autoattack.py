@@ -8,19 +8,12 @@ import pytest
 import torch
 from torch import nn
 
-from advlab.attacks import (
-    ATTACKS,
-    apgd_ce,
-    attack_subset,
-    fgsm_sweep,
-    pgd,
-    pgd_until_fooled,
-    summary,
-    sweep,
-    worst_case,
-)
-from advlab.attacks.apgd import checkpoints
+from advlab.attacks.apgd import apgd_ce, checkpoints
 from advlab.attacks.core import Draws
+from advlab.attacks.metrics import summary
+from advlab.attacks.pgd import pgd, pgd_until_fooled
+from advlab.attacks.registry import ATTACKS
+from advlab.attacks.robustness import attack_subset, fgsm_sweep, sweep, worst_case
 from advlab.attacks.square import square_fraction
 from advlab.data import ImageSet, to_float
 from advlab.params import Apgd, ApgdT, ParamsError, Pgd, Square, parse_params

@@ -12,9 +12,10 @@ import torch
 from torch import nn
 
 import advlab.attacks.robustness as robustness
-from advlab.attacks import ATTACKS, sweep, worst_case
 from advlab.attacks.apgd import apgd
 from advlab.attacks.core import Draws, cross_entropy, judge
+from advlab.attacks.registry import ATTACKS
+from advlab.attacks.robustness import sweep, worst_case
 from advlab.data import ImageSet, to_float
 from advlab.device import prepare_model
 from advlab.params import Apgd, ApgdT, Pgd, Square

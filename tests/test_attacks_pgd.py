@@ -13,16 +13,11 @@ import pytest
 import torch
 import yaml
 
-from advlab.attacks import (
-    adversarial_batch,
-    fgsm_gradient_sign,
-    fgsm_sweep,
-    perturb,
-    pgd,
-    save_metrics,
-    sweep,
-    uniform_start,
-)
+from advlab.attacks.core import uniform_start
+from advlab.attacks.fgsm import fgsm_gradient_sign, perturb
+from advlab.attacks.metrics import save_metrics
+from advlab.attacks.pgd import adversarial_batch, pgd
+from advlab.attacks.robustness import fgsm_sweep, sweep
 from advlab.data import ImageSet, to_float
 from advlab.datasets import synthetic_images
 from advlab.models import ModelConfig, build_model

@@ -59,10 +59,15 @@ def test_closure_follows_every_import_form_and_nothing_else(tmp_path):
         "advlab/lazy.py": "",
         "advlab/pkg/__init__.py": "",
         "advlab/pkg/c.py": "from ..a import x\nfrom .d import y\n",
-        "advlab/pkg/d.py": "",
+        "advlab/pkg/d.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+                           "    import advlab.typed\nelse:\n    import advlab.untyped\n",
+        "advlab/typed.py": "",  # imported only by type checkers
+        "advlab/untyped.py": "",
         "advlab/unused.py": "import advlab.a\n",
     })
     assert import_closure("stages/run.py", tmp_path) == [
         "advlab/__init__.py", "advlab/a.py", "advlab/b.py", "advlab/lazy.py",
-        "advlab/pkg/__init__.py", "advlab/pkg/c.py", "advlab/pkg/d.py", "stages/run.py"]
-    assert import_closure("advlab/pkg/d.py", tmp_path) == ["advlab/pkg/d.py"]
+        "advlab/pkg/__init__.py", "advlab/pkg/c.py", "advlab/pkg/d.py", "advlab/untyped.py",
+        "stages/run.py"]
+    assert import_closure("advlab/pkg/d.py", tmp_path) == [
+        "advlab/__init__.py", "advlab/pkg/d.py", "advlab/untyped.py"]

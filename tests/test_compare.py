@@ -145,3 +145,16 @@ def test_a_folder_of_metrics_is_a_row_without_params(exps):
     assert frame.loc[str(REPO / "results" / "ci"), "test_acc"] == saved["accuracy"]
     assert list(frame.columns)[:2] == ["attack.methods", "train.lr"]  # from the experiments
 
+
+
+def test_environment_is_shown_where_the_experiments_differ_in_it():
+    document = copy.deepcopy(FIXTURE)
+    ci_b, ci_a = (group["revs"][0]["data"]["metrics"] for group in document[1]["experiments"])
+    workspace = document[0]["data"]["metrics"]  # ci-b applied
+    for metrics, torch_version in ((ci_b, "2.9.0"), (workspace, "2.9.0"), (ci_a, "2.14.1")):
+        for stage in ("train", "test"):
+            metrics[f"metrics/{stage}_time.json"]["data"]["environment"] = {
+                "python": "3.11.7", "torch": torch_version if stage == "train" else "2.14.1"}
+    frame = compare.table(compare.select(compare.experiments_of(document), []))
+    assert [c for c in frame.columns if c.startswith("env.")] == ["env.train.torch"]
+    assert frame["env.train.torch"].to_dict() == {"ci-b": "2.9.0", "ci-a": "2.14.1"}

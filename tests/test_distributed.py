@@ -1,5 +1,6 @@
 """Data-parallel training: two gloo processes on the CPU, launched by the train stage itself."""
 
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -51,3 +52,14 @@ def test_torchrun_command_reruns_the_same_script():
     assert command[1:3] == ["-m", "torch.distributed.run"]
     assert "--nproc-per-node=4" in command
     assert command[-3:] == ["stages/train.py", "--model", "m.pt"]
+
+
+def test_scale_out_doc_starts_torchrun_with_the_train_stage_arguments():
+    """docs/scale-out.md's hand-started torchrun runs stages/train.py as dvc.yaml does."""
+    root = STAGE.parents[1]
+    text = (root / "docs/scale-out.md").read_text().replace("\\\n", " ")
+    line = next(line for line in text.splitlines() if "torchrun --standalone" in line)
+    documented = shlex.split(line.split("#")[0])
+    stage = shlex.split(yaml.safe_load((root / "dvc.yaml").read_text())
+                        ["stages"]["train"]["cmd"])
+    assert documented[documented.index("stages/train.py"):] == stage[1:]

@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import json
+import platform
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 import vl_convert
 import yaml
 from conftest import copy_repo, repo_env
@@ -70,12 +72,18 @@ def test_stages_record_their_time_per_stage_and_attack_method(two_experiments):
         metrics = {path: entry["data"] for path, entry in exp["data"]["metrics"].items()}
         attack = exp["data"]["params"]["params.yaml"]["data"]["attack"]
         methods = [*attack["methods"], *(["worst_case"] if attack["ensemble"] else [])]
-        assert set(metrics["metrics/attack_time.json"]) == set(methods)
+        assert set(metrics["metrics/attack_time.json"]) == {*methods, "environment"}
         assert set(methods) <= set(metrics["metrics/attack.json"])
         train = metrics["metrics/train_time.json"]
         images = 300 * metrics["metrics/train.json"]["epochs"]  # data.train_size in SMALLER
         assert train["images_per_s"] == pytest.approx(images / train["seconds"], rel=0.01)
-        assert set(metrics["metrics/test_time.json"]) == {"seconds", "images_per_s"}
+        assert set(metrics["metrics/test_time.json"]) == {"seconds", "images_per_s",
+                                                          "environment"}
+        environments = [metrics[f"metrics/{stage}_time.json"]["environment"]
+                        for stage in ("train", "test", "attack")]
+        assert environments == [environments[0]] * 3  # one machine ran every stage
+        assert environments[0]["torch"] == torch.__version__
+        assert environments[0]["python"] == platform.python_version()
 
 
 @pytest.mark.slow

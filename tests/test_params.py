@@ -12,7 +12,7 @@ import yaml
 from conftest import run_stage_script
 from pydantic import ValidationError
 
-from advlab.attacks import ATTACKS
+from advlab.attacks.registry import ATTACKS
 from advlab.params import Params, ParamsError, load_params, parse_params, schema_text
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,7 +10,8 @@ import torch
 from conftest import train_tiny
 
 import advlab.device
-from advlab.attacks import fgsm_gradient_sign, fgsm_sweep
+from advlab.attacks.fgsm import fgsm_gradient_sign
+from advlab.attacks.robustness import fgsm_sweep
 from advlab.data import to_float
 from advlab.device import (
     gradient_scaler,

@@ -73,9 +73,11 @@ def result(epoch: int, val_acc: float, seconds: float) -> EpochResult:
 
 def test_train_time_sums_every_epoch_restored_ones_included(tmp_path):
     history = [result(1, 0.5, 2.0), result(2, 0.7, 3.0), result(3, 0.6, 5.0)]
-    write_train_metrics(tmp_path, history, {"model": {"params": 7}}, train_images=100)
+    write_train_metrics(tmp_path, history, {"model": {"params": 7}}, train_images=100,
+                        environment={"torch": "2.9.0"})
     assert json.loads((tmp_path / "train_time.json").read_text()) == {
-        "seconds": 10.0, "images_per_s": 30.0, "epoch_seconds": 3.333}
+        "seconds": 10.0, "images_per_s": 30.0, "epoch_seconds": 3.333,
+        "environment": {"torch": "2.9.0"}}
     metrics = json.loads((tmp_path / "train.json").read_text())
     assert metrics == {"epochs": 3, "loss": 0.333333, "val_acc": 0.6, "best_val_acc": 0.7,
                        "model": {"params": 7}}

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from advlab.attacks import fgsm_sweep, save_metrics
+from advlab.attacks.metrics import save_metrics
+from advlab.attacks.robustness import fgsm_sweep
 from advlab.data import ImageSet
 from advlab.datasets import synthetic_images
 from advlab.evaluate import classification_report

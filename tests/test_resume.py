@@ -6,6 +6,8 @@ there (mid-epoch, or with an output written but not yet renamed) and says so wit
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import os
 import shlex
@@ -13,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -75,12 +78,25 @@ def start(work: Path, hold: tuple[str, int] | None = None) -> subprocess.Popen:
 def kill_held(work: Path, hold: tuple[str, int], sig: int = signal.SIGKILL
               ) -> subprocess.CompletedProcess:
     """Starts the stage held at `hold`, sends `sig` once it is held, and waits for its end."""
-    proc = start(work, hold)
-    wait_for(work / HELD, proc)
-    proc.send_signal(sig)
-    out, err = proc.communicate(timeout=60)
+    with held(work, hold) as proc:
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=60)
     (work / HELD).unlink()
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+@contextlib.contextmanager
+def held(work: Path, hold: tuple[str, int]) -> Iterator[subprocess.Popen]:
+    """The stage started and held at `hold`; killed on the way out if it is still running
+    (a failed test leaves no process behind)."""
+    proc = start(work, hold)
+    try:
+        wait_for(work / HELD, proc)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
 
 
 def run(work: Path) -> subprocess.CompletedProcess:
@@ -161,6 +177,19 @@ def test_killed_mid_epoch_then_rerun_equals_uninterrupted_run(tmp_path, referenc
     rerun = run(work)
     assert f"resuming from {CHECKPOINT}: epochs 1..1 done" in rerun.stdout
     assert_same(results(work), reference)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(ctypes.CDLL(None), "tgkill"), reason="needs Linux tgkill")
+def test_held_stage_ends_on_a_signal_that_lands_on_another_thread(tmp_path):
+    """The kernel hands a process's signal to any of its threads (torch keeps several): a held
+    stage must end wherever it lands (signal.pause() in the main thread waited forever)."""
+    with held(workdir(tmp_path), ("step", 1)) as proc:
+        others = [int(t) for t in os.listdir(f"/proc/{proc.pid}/task") if int(t) != proc.pid]
+        assert others, "the stage has no thread besides the main one"
+        assert ctypes.CDLL(None).tgkill(proc.pid, others[0], signal.SIGINT) == 0
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
 
 
 @pytest.mark.slow

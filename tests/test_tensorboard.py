@@ -8,7 +8,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from advlab.attacks import fgsm_sweep
+from advlab.attacks.robustness import fgsm_sweep
 from advlab.data import ImageSet, to_float
 from advlab.datasets import synthetic_images
 from advlab.figures import accuracy_vs_epsilon
