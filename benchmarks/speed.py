@@ -33,9 +33,10 @@ from advlab.datasets import synthetic_images
 from advlab.device import pick_device, pick_precision, prepare_model
 from advlab.evaluate import AUTO_BATCH, classification_report
 from advlab.models import build_model
+from advlab.optim import make_optimizer
 from advlab.params import Attack, Train
 from advlab.timing import seconds
-from advlab.train import make_optimizer, model_config, train_epoch
+from advlab.train import FitJob, model_config, train_epoch
 
 try:
     from advlab.attacks import fgsm_sweep
@@ -287,7 +288,7 @@ class Bench:
         cfg, device = self.train_cfg, self.device
         lab_list = self.lab_list or lab_split(self.lab_train_set, self.n_train)
         lab_optimizer = make_optimizer(self.lab_model, cfg)
-        project_optimizer = make_optimizer(self.project_model, cfg)
+        job = FitJob(self.project_model, self.train_set, self.train_set, cfg, self.seed, 64)
 
         def lab_run(n: int) -> float:
             loader = DataLoader(lab_list[:n], batch_size=cfg.batch_size, shuffle=True)
@@ -296,8 +297,8 @@ class Bench:
 
         def project_run(n: int) -> torch.Tensor:
             with null_bar(-(-n // cfg.batch_size)) as bar:
-                return train_epoch(self.project_model, project_optimizer,
-                                   self._first(self.train_set, n), cfg, self.seed, bar)
+                job.train_set = self._first(self.train_set, n)
+                return train_epoch(job, self.seed, bar)
 
         lab = measure(lab_run, self.n_train, 64, device)
         project = measure(project_run, self.n_train, 64, device)

@@ -14,7 +14,6 @@ import torch
 import yaml
 
 from advlab.attacks import (
-    adversarial_batch,
     fgsm_gradient_sign,
     fgsm_sweep,
     perturb,
@@ -23,6 +22,7 @@ from advlab.attacks import (
     sweep,
     uniform_start,
 )
+from advlab.attacks.training import adversarial_batch
 from advlab.data import ImageSet, to_float
 from advlab.datasets import synthetic_images
 from advlab.models import ModelConfig, build_model
@@ -142,7 +142,7 @@ def test_attack_csv_has_a_row_per_method_and_eps_and_reads_back_grouped(small, t
     ({"attack": {"pgd": {"steps": 0}}}, "attack.pgd.steps"),
     ({"attack": {"pgd": {"step_scale": -1}}}, "attack.pgd.step_scale"),
     ({"attack": {"pgd": {"restarts": 2}}}, "attack.pgd.restarts"),
-    ({"train": {"adversarial": "trades"}}, "train.adversarial"),
+    ({"train": {"adversarial": "free"}}, "train.adversarial"),
     ({"train": {"adv_eps": 2}}, "train.adv_eps"),
 ])
 def test_params_reject_unknown_methods_and_bad_attack_settings(raw, key):

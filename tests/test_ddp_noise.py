@@ -16,7 +16,7 @@ from advlab.data import ImageSet
 from advlab.distributed import SINGLE, Ranks
 from advlab.models import build_model
 from advlab.params import Train
-from advlab.train import BatchNoise, draw_noise, dropout_seed, make_optimizer, model_config
+from advlab.train import BatchNoise, FitJob, draw_noise, dropout_seed, model_config
 
 CFG = Train(epochs=1, batch_size=8, augment=True, adversarial="fgsm_rs")
 WORLD = 2
@@ -50,8 +50,7 @@ def recorded_epoch(ranks: Ranks) -> dict[str, list[torch.Tensor]]:
     try:
         trained = model if ranks.world == 1 else torch.nn.parallel.DistributedDataParallel(model)
         with tqdm(total=4, disable=True) as bar:
-            advlab.train.train_epoch(trained, make_optimizer(trained, CFG), data, CFG, 5, bar,
-                                     ranks)
+            advlab.train.train_epoch(FitJob(trained, data, data, CFG, 0, 8, ranks), 5, bar)
     finally:
         advlab.train.adversarial_batch = attack
     return record

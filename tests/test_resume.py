@@ -25,7 +25,7 @@ from advlab.datasets import md5
 from advlab.io import load_torch
 from advlab.models import build_model, load_model
 from advlab.params import Params, Train
-from advlab.train import make_optimizer, model_config
+from advlab.train import FitJob, model_config
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
@@ -217,7 +217,6 @@ def fit_tiny(path: Path, epochs: int = 3, stop_after: int | None = None, seen: l
     cfg = Train(epochs=epochs, batch_size=16)
     torch.manual_seed(0)
     model = build_model(model_config("lab_cnn", train_set))
-    optimizer = make_optimizer(model, cfg)
     inputs = run_inputs(Params(train=cfg), [], ROOT / "stages/train.py", torch.device("cpu"))
 
     def on_epoch(result):
@@ -226,8 +225,8 @@ def fit_tiny(path: Path, epochs: int = 3, stop_after: int | None = None, seen: l
         if result.epoch == stop_after:
             raise KeyboardInterrupt
 
-    history = fit_resumable(path, inputs, model, optimizer, train_set, val_set, cfg, 0, 64,
-                            on_epoch=on_epoch, log=lambda line: None)
+    job = FitJob(model, train_set, val_set, cfg, 0, 64, on_epoch=on_epoch)
+    history = fit_resumable(job, path, inputs, log=lambda line: None)
     return model, history
 
 
@@ -248,8 +247,9 @@ def test_unreadable_checkpoint_means_a_fresh_start(tmp_path):
     path = tmp_path / "train.pt"
     path.write_bytes(b"not a checkpoint")
     lines: list[str] = []
-    model = torch.nn.Linear(2, 2)
-    history = restore(path, {}, model, make_optimizer(model, Train()), log=lines.append)
+    train_set, val_set = tiny_sets(16, 16)
+    job = FitJob(torch.nn.Linear(2, 2), train_set, val_set, Train(), 0, 16)
+    history = restore(path, {}, job, log=lines.append)
     assert history == [] and "starting fresh" in lines[0]
 
 

@@ -7,10 +7,11 @@ from advlab.attacks.apgd import apgd, apgd_ce, apgd_t
 from advlab.attacks.core import no_tf32, uniform_start
 from advlab.attacks.fgsm import fgsm_gradient_sign, perturb
 from advlab.attacks.metrics import csv_rows, save_metrics, summary
-from advlab.attacks.pgd import adversarial_batch, pgd, pgd_until_fooled, training_attack
+from advlab.attacks.pgd import pgd, pgd_until_fooled
 from advlab.attacks.registry import ATTACKS, WORST_CASE, title
 from advlab.attacks.robustness import AttackResult, attack_subset, fgsm_sweep, sweep, worst_case
 from advlab.attacks.square import square
+from advlab.attacks.training import adversarial_batch, training_attack
 
 __all__ = [
     "ATTACKS", "WORST_CASE", "AttackResult", "adversarial_batch", "apgd", "apgd_ce", "apgd_t",
