@@ -76,6 +76,7 @@ def lr_factor(schedule: str, step: int, total: int, rise: int) -> float:
     then: constant stays; cosine falls by a cosine to 0 (torch's CosineAnnealingLR); piecewise
     is lr for the first half of the rest, lr/10 to 3/4, then lr/100 (Madry et al., Rice et al.).
     """
+    step = min(step, total - 1)  # after the last step (the lr left in the optimizer): the last
     if schedule == "onecycle":
         return _onecycle(step, total, rise)
     if schedule == "cyclic":
