@@ -110,7 +110,7 @@ def _training_mode(params: Params) -> str:
     train = params.train
     if train.adversarial == "none":
         return "standard training"
-    steps = f", {train.adv_steps} steps" if train.adversarial == "pgd" else ""
+    steps = f", {train.adv_steps} steps" if train.adversarial in ("pgd", "trades") else ""
     return f"adversarial training ({train.adversarial}, ε = {train.adv_eps:g}{steps})"
 
 

@@ -88,10 +88,10 @@ def main(args: argparse.Namespace) -> None:
 
 def kept_note(job: FitJob) -> str:
     """What models/model.pt holds, when it is not simply the last epoch's weights."""
-    what = [] if job.state.ema is None else [f"the EMA weights (decay {job.cfg.ema:g})"]
+    what = [] if job.state.ema is None else [f"EMA weights, decay {job.cfg.ema:g}"]
     if job.state.kept is not None:
-        what.append(f"of epoch {job.state.kept['epoch']} ({job.cfg.keep})")
-    return f" ({' '.join(what)})" if what else ""
+        what.append(f"epoch {job.state.kept['epoch']} by {job.cfg.keep}")
+    return f" ({'; '.join(what)})" if what else ""
 
 
 if __name__ == "__main__":

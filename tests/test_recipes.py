@@ -259,5 +259,6 @@ def test_train_stage_saves_the_kept_ema_weights_and_reports_robust_validation(
     if kept["epoch"] == 3:  # the last epoch's EMA is the checkpoint's EMA
         assert all(torch.equal(saved[k], v) for k, v in checkpoint["state"]["ema"].items())
     assert not torch.equal(saved["layers.1.weight"], checkpoint["model"]["layers.1.weight"])
-    assert "(the EMA weights (decay 0.5) of epoch" in capsys.readouterr().out
+    assert f"(EMA weights, decay 0.5; epoch {kept['epoch']} by best_robust_val)" in \
+        capsys.readouterr().out
     assert math.isfinite(metrics["loss"])
