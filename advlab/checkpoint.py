@@ -1,11 +1,12 @@
 """Resumable training: a checkpoint after every epoch, resumed only by the run that wrote it.
 
 The checkpoint (one file, a `persist` output of the train stage, so `dvc repro` keeps it) holds
-the model and optimizer state after the last completed epoch, the history so far, and the run's
-inputs: the params the train stage reads, the md5 of its data and code, the torch version and the
-device. Every epoch draws from its own seed (`train.epoch_seed`), so a run resumed at an epoch
-boundary ends exactly like an uninterrupted one on the CPU. A checkpoint whose inputs differ is
-never resumed from: training starts fresh and says what changed.
+the model after the last completed epoch and its training state (optimizer, lr schedule, fp16
+gradient scaler, EMA weights, the weights train.keep chose so far), the history so far, and
+the run's inputs: the params the train stage reads, the md5 of its data and code, the torch
+version and the device. Every epoch draws from its own seed (`train.epoch_seed`), so a run
+resumed at an epoch boundary ends exactly like an uninterrupted one on the CPU. A checkpoint
+whose inputs differ is never resumed from: training starts fresh and says what changed.
 """
 
 from __future__ import annotations
@@ -16,18 +17,17 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from advlab.closure import import_closure
-from advlab.data import ImageSet
 from advlab.datasets import md5
-from advlab.distributed import SINGLE, Ranks, unwrap
+from advlab.distributed import unwrap
 from advlab.errors import BadFileError
 from advlab.io import load_torch, save_torch
-from advlab.params import Params, Section, Train
-from advlab.train import EpochResult, fit
+from advlab.optim import cpu_weights
+from advlab.params import Params, Section
+from advlab.train import EpochResult, FitJob, fit
 
-VERSION = 1
+VERSION = 2  # 2: the training state (schedule, scaler, EMA, kept weights) beside the optimizer
 # The params the train stage reads: the same list as its `params:` in dvc.yaml (a test checks).
 TRAIN_PARAMS = ("base", "train", "evaluate.batch_size")
 
@@ -60,21 +60,18 @@ def run_inputs(params: Params, data: Sequence[Path], script: Path, device: torch
     return inputs
 
 
-def save_checkpoint(path: Path, inputs: dict[str, object], model: nn.Module,
-                    optimizer: torch.optim.Optimizer, history: list[EpochResult]) -> None:
+def save_checkpoint(path: Path, inputs: dict[str, object], job: FitJob,
+                    history: list[EpochResult]) -> None:
     save_torch(path, {
-        "version": VERSION, "inputs": inputs,
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "optimizer": optimizer.state_dict(),
-        "history": [dataclasses.asdict(r) for r in history],
+        "version": VERSION, "inputs": inputs, "model": cpu_weights(unwrap(job.model)),
+        "state": job.state.state_dict(), "history": [dataclasses.asdict(r) for r in history],
     })
 
 
-def restore(path: Path, inputs: dict[str, object], model: nn.Module,
-            optimizer: torch.optim.Optimizer, log: Callable[[str], None] = print
-            ) -> list[EpochResult]:
-    """Loads the checkpoint into model (unwrapped from DDP) and optimizer if it is from this run;
-    returns the epochs it completed ([] for a fresh start)."""
+def restore(path: Path, inputs: dict[str, object], job: FitJob,
+            log: Callable[[str], None] = print) -> list[EpochResult]:
+    """Loads the checkpoint into job's model (unwrapped from DDP) and state if it is from this
+    run; returns the epochs it completed ([] for a fresh start)."""
     if not path.is_file():
         return []
     try:
@@ -92,51 +89,44 @@ def restore(path: Path, inputs: dict[str, object], model: nn.Module,
         log(f"train: the checkpoint {path} is from different params, data or code "
             f"({shown} changed); starting fresh")
         return []
-    unwrap(model).load_state_dict(blob["model"])
-    optimizer.load_state_dict(blob["optimizer"])
+    unwrap(job.model).load_state_dict(blob["model"])
+    job.state.load_state_dict(blob["state"])
     return [EpochResult(**r) for r in blob["history"]]
 
 
-def fit_resumable(path: Path, inputs: dict[str, object], model: nn.Module,
-                  optimizer: torch.optim.Optimizer, train_set: ImageSet, val_set: ImageSet,
-                  cfg: Train, seed: int, eval_batch_size: int,
-                  on_epoch: Callable[[EpochResult], None] | None = None,
-                  log: Callable[[str], None] = print,
-                  ranks: Ranks = SINGLE) -> list[EpochResult]:
+def fit_resumable(job: FitJob, path: Path, inputs: dict[str, object],
+                  log: Callable[[str], None] = print) -> list[EpochResult]:
     """train.fit, checkpointed to `path` after every epoch and resumed from it when it matches
-    `inputs`. Returns every epoch's result; on_epoch sees every epoch too, restored ones first
-    (so a logger whose output was deleted before the rerun still gets the whole run).
+    `inputs`. Returns every epoch's result; job.on_epoch sees every epoch too, restored ones
+    first (so a logger whose output was deleted before the rerun still gets the whole run).
     Under DDP every rank restores the checkpoint and rank 0 alone writes it."""
-    history = restore(path, inputs, model, optimizer, log)
-    for result in history:
-        if on_epoch is not None:
-            on_epoch(result)
-    done = len(history)
+    cfg = job.cfg
+    for result in restore(path, inputs, job, log):
+        job.history.append(result)
+        if job.on_epoch is not None:
+            job.on_epoch(result)
+    done = len(job.history)
     if done == cfg.epochs:
         log(f"train: {path} already holds all {done} epochs of this run; reusing it "
             "(delete it to train again)")
-        return history
+        return job.history
     if done:
         log(f"train: resuming from {path}: epochs 1..{done} done, continuing at {done + 1}")
 
     def checkpoint(result: EpochResult) -> None:
-        if ranks.is_main:
-            save_checkpoint(path, inputs, unwrap(model), optimizer, [*history, result])
-        history.append(result)  # only now is the epoch saved
-        if on_epoch is not None:
-            on_epoch(result)
+        if job.ranks.is_main:
+            save_checkpoint(path, inputs, job, [*job.history, result])
 
     start = time.perf_counter()
     try:
-        fit(model, optimizer, train_set, val_set, cfg, seed, eval_batch_size,
-            start_epoch=done + 1, on_epoch=checkpoint, ranks=ranks)
+        fit(job, save=checkpoint)
     except KeyboardInterrupt as err:
-        if len(history):
-            raise type(err)(f"epochs 1..{len(history)} are saved in {path}; rerun `dvc repro` "
-                            f"to resume from epoch {len(history) + 1}") from None
+        if len(job.history):
+            raise type(err)(f"epochs 1..{len(job.history)} are saved in {path}; rerun "
+                            f"`dvc repro` to resume from epoch {len(job.history) + 1}") from None
         raise
     seconds = time.perf_counter() - start
-    trained = len(history) - done
+    trained = len(job.history) - done
     log(f"train: {trained} epochs in {seconds:.1f} s "
-        f"({len(train_set) * trained / seconds:.0f} images/s)")
-    return history
+        f"({len(job.train_set) * trained / seconds:.0f} images/s)")
+    return job.history

@@ -36,7 +36,10 @@ from advlab.errors import InputError
 DATASETS = ("cifar10", "fashion_mnist", "synthetic")
 MODELS = ("lab_cnn", "preact_resnet18", "wide_resnet", "fast_cnn")  # advlab/models/registry.py
 OFFICIAL_TRAIN_SIZE = {"cifar10": 50_000, "fashion_mnist": 60_000}  # images, verified files
-ADVERSARIAL = ("none", "fgsm_rs", "pgd")  # train.adversarial
+ADVERSARIAL = ("none", "fgsm_rs", "pgd", "trades", "n_fgsm")  # train.adversarial
+OPTIMIZERS = ("adam", "sgd")  # train.optimizer
+SCHEDULES = ("constant", "onecycle", "cosine", "piecewise", "cyclic")  # train.schedule
+KEEP = ("last", "best_val", "best_robust_val")  # train.keep: what models/model.pt holds
 # attack.methods and attack.ensemble: the names of advlab/attacks/registry.py (which checks
 # that they agree; the registry cannot be imported here: it imports modules that import this)
 METHODS = ("fgsm", "pgd", "apgd_ce", "apgd_t", "square")
@@ -229,6 +232,19 @@ class Train(Section):
     adversarial: choice(ADVERSARIAL) = "none"
     adv_eps: number(ge=0, le=1) = 8 / 255
     adv_steps: integer(gt=0) = 7
+    optimizer: choice(OPTIMIZERS) = "adam"
+    momentum: number(ge=0, le=1) = 0.9
+    nesterov: Flag = False
+    schedule: choice(SCHEDULES) = "constant"
+    warmup_epochs: number(ge=0, finite=True) = 0.0
+    label_smoothing: number(ge=0, le=1) = 0.0
+    ema: Annotated[Annotated[float, Strict(), Field(gt=0, lt=1), BeforeValidator(_yaml_number)]
+                   | None, Field(description="null (no EMA) or a number in (0, 1)")] = None
+    decay_norm_and_bias: Flag = True
+    trades_beta: number(ge=0, finite=True) = 6.0
+    robust_val_images: integer(ge=0) = 0
+    robust_val_steps: integer(gt=0) = 10
+    keep: choice(KEEP) = "last"
     depth: integer(gt=0) = 16  # wide_resnet
     width: integer(gt=0) = 4  # wide_resnet
     widths: Annotated[tuple[Annotated[int, Strict(), Field(gt=0)], ...], Field(
@@ -244,10 +260,19 @@ class Train(Section):
         return self
 
     @model_validator(mode="after")
-    def _batch_splits(self) -> Train:
+    def _consistent(self) -> Train:
         if self.batch_size < self.gpus:
             raise Rule(("batch_size",), self.batch_size, f"an integer >= gpus ({self.gpus}): "
                        "each process takes a slice of a batch")
+        if self.warmup_epochs > self.epochs:
+            raise Rule(("warmup_epochs",), self.warmup_epochs,
+                       f"a number in [0, epochs] (epochs is {self.epochs})")
+        if self.nesterov and self.momentum == 0:
+            raise Rule(("nesterov",), self.nesterov, "false with momentum 0 (Nesterov momentum "
+                       "needs momentum > 0)")
+        if self.keep == "best_robust_val" and self.robust_val_images == 0:
+            raise Rule(("keep",), self.keep, "last or best_val with robust_val_images 0 "
+                       "(best_robust_val needs the robust validation)")
         return self
 
 

@@ -87,9 +87,11 @@ def make_figures(metrics: RunMetrics) -> dict[str, Figure]:
     """The lab's Figure 1.2, accuracy vs eps and the confusion matrix, by file stem."""
     train = metrics.train
     return {
-        "training_curves": figures.training_curves([int(r["epoch"]) for r in train],
-                                                   [r["loss"] for r in train],
-                                                   [r["val_acc"] for r in train]),
+        "training_curves": figures.training_curves(
+            [int(r["epoch"]) for r in train], [r["loss"] for r in train],
+            [r["val_acc"] for r in train],
+            [r["robust_val_acc"] for r in train] if train and "robust_val_acc" in train[0]
+            else None),
         "accuracy_vs_epsilon": figures.accuracy_vs_epsilon(
             [r["epsilon"] for r in next(iter(metrics.attack.values()))],
             {m: [r["accuracy"] for r in rows] for m, rows in metrics.attack.items()}),
@@ -108,7 +110,7 @@ def _training_mode(params: Params) -> str:
     train = params.train
     if train.adversarial == "none":
         return "standard training"
-    steps = f", {train.adv_steps} steps" if train.adversarial == "pgd" else ""
+    steps = f", {train.adv_steps} steps" if train.adversarial in ("pgd", "trades") else ""
     return f"adversarial training ({train.adversarial}, ε = {train.adv_eps:g}{steps})"
 
 

@@ -1,11 +1,11 @@
 """TensorBoard logging (the lab's Problem 6): each stage writes its own run under runs/.
 
-runs/train: the model graph, training loss per iteration, validation accuracy per epoch (at
-the iteration that ends it) and the hparams with the final metrics; runs/test: the test
-accuracy, logged once; runs/attack: per attack method (and the worst case, with its accuracy
-after each attack of the cascade), accuracy, confidence and flips per eps, the perturbed
-first test image and the wall time; runs/report: the report's figures. `tensorboard --logdir
-runs` shows them all.
+runs/train: the model graph, training loss per iteration, validation accuracy (and robust
+validation accuracy, when on) per epoch (at the iteration that ends it) and the hparams with
+the final metrics; runs/test: the test accuracy, logged once; runs/attack: per attack method
+(and the worst case, with its accuracy after each attack of the cascade), accuracy,
+confidence and flips per eps, the perturbed first test image and the wall time; runs/report:
+the report's figures. `tensorboard --logdir runs` shows them all.
 """
 
 from __future__ import annotations
@@ -48,6 +48,8 @@ def log_epoch(writer: SummaryWriter, result: EpochResult) -> None:
         writer.add_scalar("loss/train_per_iteration", loss, step)
     writer.add_scalar("loss/train_epoch_mean", result.loss, first + steps)
     writer.add_scalar("accuracy/validation", result.val_acc, first + steps)
+    if result.robust_val_acc is not None:
+        writer.add_scalar("accuracy/robust_validation", result.robust_val_acc, first + steps)
     writer.flush()
 
 

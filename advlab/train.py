@@ -1,11 +1,14 @@
-"""Training: Adam on cross-entropy of logits, data as tensors on the device, batched by indexing."""
+"""Training: a recipe's optimizer, schedule and loss (advlab.optim, attacks/training.py) on
+data as tensors on the device, batched by indexing; validated, and optionally robust-validated
+(PGD-k on a fixed subset), after every epoch; train.keep chooses which epoch's weights to keep.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -13,15 +16,17 @@ from torch import nn
 from tqdm import tqdm
 
 from advlab.attacks.core import uniform_start
-from advlab.attacks.pgd import adversarial_batch
-from advlab.data import ImageSet, batches, to_float
-from advlab.device import autocast, gradient_scaler
+from advlab.attacks.training import adversarial_batch, robust_accuracy, training_loss
+from advlab.data import ImageSet, batches, stratified_order, to_float
+from advlab.device import autocast
 from advlab.distributed import SINGLE, Ranks, mean_across_ranks, unwrap
 from advlab.evaluate import accuracy
+from advlab.optim import TrainState, cpu_weights
 from advlab.params import Train
 
 PROGRESS_EVERY = 25  # steps between progress-bar refreshes (each one reads the loss: a sync)
-
+OVERFITTING_DROP = 0.2  # Wong et al. 2020: catastrophic overfitting, robust accuracy falling
+# by more than 20 points from its best
 
 @dataclass
 class EpochResult:
@@ -30,10 +35,9 @@ class EpochResult:
     val_acc: float
     step_losses: torch.Tensor  # per-iteration training loss, on the CPU
     seconds: float = 0.0  # wall time of the epoch, validation included (a metric, never compared)
+    robust_val_acc: float | None = None  # PGD-k accuracy on the robust validation subset
 
 
-def make_optimizer(model: nn.Module, cfg: Train) -> torch.optim.Optimizer:
-    return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 @dataclass(frozen=True)
@@ -97,19 +101,71 @@ def dropout_seed(seed: int, ranks: Ranks) -> int:
     return seed if ranks.rank == 0 else derived_seed(seed, f"dropout rank {ranks.rank}")
 
 
-def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: ImageSet,
-                cfg: Train, seed: int, bar: tqdm, ranks: Ranks = SINGLE,
-                scaler: torch.amp.GradScaler | None = None) -> torch.Tensor:
-    """One pass over `data` (on the model's device); returns this rank's per-step losses.
+def steps_per_epoch(images: int, cfg: Train, ranks: Ranks = SINGLE) -> int:
+    """Optimizer steps of an epoch: every batch, but a last batch smaller than the world."""
+    return images // cfg.batch_size + (images % cfg.batch_size >= ranks.world)
+
+
+@dataclass
+class FitJob:
+    """One training run: what fit needs, and the state it changes.
+
+    `model` may be DDP-wrapped (every rank runs fit on its own job); `seed` is base.seed;
+    `on_epoch` is called after every epoch, restored ones too (to log, write metrics). The
+    state (optimizer, schedule, scaler, EMA, kept weights), the robust validation subset with
+    its fixed random starts and the history of finished epochs are built from these."""
+
+    model: nn.Module
+    train_set: ImageSet
+    val_set: ImageSet
+    cfg: Train
+    seed: int
+    eval_batch_size: int
+    ranks: Ranks = SINGLE
+    on_epoch: Callable[[EpochResult], None] | None = None
+    state: TrainState = field(init=False)
+    robust_set: ImageSet | None = field(init=False)
+    robust_starts: torch.Tensor | None = field(init=False)
+    history: list[EpochResult] = field(init=False, default_factory=list)
+
+    def __post_init__(self) -> None:
+        steps = steps_per_epoch(len(self.train_set), self.cfg, self.ranks)
+        self.state = TrainState.create(self.model, self.cfg, steps)
+        self.robust_set = self.robust_starts = None
+        if self.cfg.robust_val_images:
+            self.robust_set = robust_subset(self.val_set, self.cfg.robust_val_images, self.seed)
+            generator = torch.Generator(device=self.val_set.labels.device).manual_seed(
+                derived_seed(self.seed, "robust validation"))
+            self.robust_starts = uniform_start(to_float(self.robust_set.images), generator)
+
+    def evaluated(self) -> nn.Module:
+        """The model validated and saved: the EMA's average with train.ema, else the model."""
+        return unwrap(self.model) if self.state.ema is None else self.state.ema.model
+
+    def kept_model(self) -> nn.Module:
+        """evaluated(), holding the weights train.keep chose (the last epoch's for `last`)."""
+        model = self.evaluated()
+        if self.state.kept is not None:
+            model.load_state_dict(self.state.kept["weights"])
+        return model
+
+
+def robust_subset(val_set: ImageSet, images: int, seed: int) -> ImageSet:
+    """A fixed, stratified, seeded subset of `images` validation images (all, if fewer)."""
+    order = stratified_order(val_set.labels.cpu(), torch.Generator().manual_seed(seed))
+    return val_set.subset(order[:images].sort().values.to(val_set.labels.device))
+
+
+def train_epoch(job: FitJob, seed: int, bar: tqdm) -> torch.Tensor:
+    """One pass over job.train_set (on the model's device) drawing from `seed`; returns this
+    rank's per-step losses.
 
     With several ranks each takes its slice of every global batch of cfg.batch_size images,
     and its loss is weighted by its share of the batch, so DDP's gradient average is the
     gradient of the whole batch's mean loss. A last batch smaller than the world is dropped.
-    `scaler` scales fp16 losses (fit keeps one across epochs; None: one for this epoch).
     """
+    model, data, cfg, ranks = job.model, job.train_set, job.cfg, job.ranks
     device = data.images.device
-    if scaler is None:
-        scaler = gradient_scaler(unwrap(model), device)
     torch.manual_seed(dropout_seed(seed, ranks))
     order = torch.Generator().manual_seed(seed)
     noise = torch.Generator(device=device).manual_seed(derived_seed(seed, "batch noise"))
@@ -119,18 +175,15 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: ImageS
         if len(index) < ranks.world:  # every rank stops here together: a rank alone would hang
             break
         local = index[ranks.rank :: ranks.world] if ranks.world > 1 else index
-        x = to_float(data.images[local])
+        x, y = to_float(data.images[local]), data.labels[local]
         drawn = draw_noise(len(index), data.shape, cfg, noise).local(ranks)
         if cfg.augment:
             x = augment(x, drawn.shifts, drawn.flips)
-        x = adversarial_batch(unwrap(model), x, data.labels[local], cfg, drawn.start)
+        x_adv = adversarial_batch(unwrap(model), x, y, cfg, drawn.start)
         with autocast(unwrap(model), device):
-            loss = F.cross_entropy(model(x), data.labels[local])
-        weighted = loss * (len(local) * ranks.world / len(index)) if ranks.world > 1 else loss
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(weighted).backward()
-        scaler.step(optimizer)
-        scaler.update()
+            loss = training_loss(model, x, x_adv, y, cfg)
+        job.state.step(loss * (len(local) * ranks.world / len(index)) if ranks.world > 1
+                       else loss)
         losses.append(loss.detach())
         if step % PROGRESS_EVERY == 0:
             bar.set_postfix(loss=f"{torch.stack(losses[-PROGRESS_EVERY:]).mean().item():.4f}")
@@ -139,29 +192,71 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: ImageS
     return torch.stack(losses).float()
 
 
-def fit(model: nn.Module, optimizer: torch.optim.Optimizer, train_set: ImageSet,
-        val_set: ImageSet, cfg: Train, seed: int, eval_batch_size: int, start_epoch: int = 1,
-        on_epoch: Callable[[EpochResult], None] | None = None,
-        ranks: Ranks = SINGLE) -> list[EpochResult]:
-    """Trains epochs start_epoch..cfg.epochs; calls on_epoch after each (to log, checkpoint).
+def validate(job: FitJob, epoch: int, losses: torch.Tensor, start: float) -> EpochResult:
+    """The epoch's result: its losses, the evaluated model's validation (and robust
+    validation) accuracy and its wall time, validation included."""
+    model = job.evaluated()
+    val_acc = accuracy(model, job.val_set, job.eval_batch_size)
+    robust = None
+    if job.robust_set is not None:
+        robust = robust_accuracy(model, job.robust_set, job.robust_starts, job.cfg,
+                                 job.eval_batch_size).item()
+    return EpochResult(epoch, losses.mean().item(), val_acc.item(), losses.cpu(),
+                       time.perf_counter() - start, robust)  # .item() waited for the GPU
+
+
+def keep_score(result: EpochResult, keep: str) -> float:
+    return result.val_acc if keep == "best_val" else result.robust_val_acc  # type: ignore[return-value]
+
+
+def best_epoch(history: list[EpochResult], keep: str) -> int:
+    """The epoch train.keep chooses: the last, or the first with the best (robust) val_acc."""
+    if keep == "last":
+        return history[-1].epoch
+    return max(history, key=lambda r: (keep_score(r, keep), -r.epoch)).epoch
+
+
+def overfitting_line(history: list[EpochResult]) -> str | None:
+    """The one line naming catastrophic overfitting (Wong et al. 2020) at the last epoch, if
+    its robust validation accuracy is the first to fall more than 20 points below the best
+    before it; None otherwise (and without robust validation)."""
+    robust = [r.robust_val_acc for r in history]
+    if len(robust) < 2 or robust[-1] is None:
+        return None
+
+    def fell(i: int) -> bool:
+        return robust[i] < max(robust[: i + 1]) - OVERFITTING_DROP
+
+    if not fell(len(robust) - 1) or any(fell(i) for i in range(len(robust) - 1)):
+        return None
+    best = max(range(len(robust)), key=lambda i: (robust[i], -i))
+    return (f"train: catastrophic overfitting at epoch {history[-1].epoch}: robust validation "
+            f"accuracy fell from {robust[best]:.4f} (epoch {history[best].epoch}) to "
+            f"{robust[-1]:.4f}, more than {OVERFITTING_DROP * 100:.0f} points")
+
+
+def fit(job: FitJob, save: Callable[[EpochResult], None] | None = None) -> list[EpochResult]:
+    """Trains epochs len(job.history) + 1 .. cfg.epochs. After each: the kept weights are
+    updated (train.keep), `save` (the checkpoint) sees the result, then it joins job.history
+    and job.on_epoch sees it. Returns job.history.
 
     Under DDP every rank runs this; the step losses are averaged across ranks at epoch end.
     """
-    results = []
-    steps = -(-len(train_set) // cfg.batch_size)
-    scaler = gradient_scaler(unwrap(model), train_set.images.device)
-    for epoch in range(start_epoch, cfg.epochs + 1):
+    cfg = job.cfg
+    steps = -(-len(job.train_set) // cfg.batch_size)
+    for epoch in range(len(job.history) + 1, cfg.epochs + 1):
         start = time.perf_counter()
         with tqdm(total=steps, desc=f"epoch {epoch}/{cfg.epochs}", unit="step",
-                  dynamic_ncols=True, disable=not ranks.is_main) as bar:
-            losses = train_epoch(model, optimizer, train_set, cfg, epoch_seed(seed, epoch), bar,
-                                 ranks, scaler)
-            losses = mean_across_ranks(losses, ranks)
-            val_acc = accuracy(unwrap(model), val_set, eval_batch_size)
-            result = EpochResult(epoch, losses.mean().item(), val_acc.item(), losses.cpu(),
-                                 time.perf_counter() - start)  # .item() waited for the GPU
+                  dynamic_ncols=True, disable=not job.ranks.is_main) as bar:
+            losses = mean_across_ranks(train_epoch(job, epoch_seed(job.seed, epoch), bar),
+                                       job.ranks)
+            result = validate(job, epoch, losses, start)
             bar.set_postfix(loss=f"{result.loss:.4f}", val_acc=f"{result.val_acc:.4f}")
-        results.append(result)
-        if on_epoch is not None:
-            on_epoch(result)
-    return results
+        if cfg.keep != "last" and best_epoch([*job.history, result], cfg.keep) == epoch:
+            job.state.kept = {"epoch": epoch, "weights": cpu_weights(job.evaluated())}
+        if save is not None:
+            save(result)
+        job.history.append(result)
+        if job.on_epoch is not None:
+            job.on_epoch(result)
+    return job.history

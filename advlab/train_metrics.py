@@ -11,20 +11,32 @@ from pathlib import Path
 
 from advlab.io import write_csv, write_json
 from advlab.timing import throughput
-from advlab.train import EpochResult
+from advlab.train import EpochResult, best_epoch
 
 
 def write_train_metrics(folder: Path, history: list[EpochResult], extra: dict[str, object],
-                        train_images: int, environment: dict[str, str]) -> None:
+                        train_images: int, environment: dict[str, str],
+                        keep: str = "last") -> None:
     """train.csv, train.json (with `extra`: model size, adversarial mode) and train_time.json
-    (with the `environment`, advlab.environment)."""
-    write_csv(folder / "train.csv", ["epoch", "loss", "val_acc"],
-              [(r.epoch, round(r.loss, 6), round(r.val_acc, 6)) for r in history])
+    (with the `environment`, advlab.environment).
+
+    With robust validation both gain robust_val_acc (and train.json best_robust_val_acc); with
+    train.keep other than last, train.json names the kept epoch (what models/model.pt holds)."""
+    robust = history[-1].robust_val_acc is not None
+    extra_columns = ["robust_val_acc"] if robust else []
+    write_csv(folder / "train.csv", ["epoch", "loss", "val_acc", *extra_columns],
+              [(r.epoch, round(r.loss, 6), round(r.val_acc, 6),
+                *([round(r.robust_val_acc, 6)] if robust else [])) for r in history])
     last = history[-1]
-    write_json(folder / "train.json", {
+    metrics: dict[str, object] = {
         "epochs": last.epoch, "loss": round(last.loss, 6), "val_acc": round(last.val_acc, 6),
-        "best_val_acc": round(max(r.val_acc for r in history), 6), **extra,
-    })
+        "best_val_acc": round(max(r.val_acc for r in history), 6)}
+    if robust:
+        metrics["robust_val_acc"] = round(last.robust_val_acc, 6)
+        metrics["best_robust_val_acc"] = round(max(r.robust_val_acc for r in history), 6)
+    if keep != "last":
+        metrics["kept_epoch"] = best_epoch(history, keep)
+    write_json(folder / "train.json", {**metrics, **extra})
     seconds = sum(r.seconds for r in history)  # restored epochs keep their own time
     write_json(folder / "train_time.json",
                {**throughput(seconds, train_images * len(history)),

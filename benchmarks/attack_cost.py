@@ -31,7 +31,7 @@ from advlab.device import pick_device, prepare_model
 from advlab.evaluate import predict_logits
 from advlab.models import build_model, model_config
 from advlab.params import Attack, Pgd, Train
-from advlab.train import fit, make_optimizer
+from advlab.train import FitJob, fit
 
 
 def old_pgd_sweep(model: nn.Module, test_set: ImageSet, epsilons: tuple[float, ...],
@@ -86,8 +86,7 @@ def main() -> None:
     cfg = Train(epochs=args.epochs)  # standard training, the default params otherwise
     torch.manual_seed(0)
     model = prepare_model(build_model(model_config(cfg.model, train_set)), device)
-    fit(model, make_optimizer(model, cfg), train_set.to(device), test_set.to(device), cfg, 0,
-        eval_batch_size=args.batch_size)
+    fit(FitJob(model, train_set.to(device), test_set.to(device), cfg, 0, args.batch_size))
     model.eval()
     test_set = test_set.to(device)
     attack = Attack()

@@ -26,9 +26,9 @@ from advlab.attacks.robustness import sweep
 from advlab.data import to_float
 from advlab.datasets import synthetic_images
 from advlab.device import prepare_model
-from advlab.models import build_model
+from advlab.models import build_model, model_config
 from advlab.params import ApgdT, Square, Train
-from advlab.train import fit, make_optimizer, model_config
+from advlab.train import FitJob, fit
 
 
 class Counting(nn.Module):
@@ -80,7 +80,7 @@ def main() -> None:
     cfg = Train(epochs=args.epochs, adversarial="fgsm_rs")
     torch.manual_seed(0)
     model = prepare_model(build_model(model_config(cfg.model, train_set)), torch.device("cpu"))
-    fit(model, make_optimizer(model, cfg), train_set, test_set, cfg, 0, eval_batch_size=500)
+    fit(FitJob(model, train_set, test_set, cfg, 0, eval_batch_size=500))
     model.eval()
     x, y = to_float(test_set.images[:args.batch_size]), test_set.labels[:args.batch_size]
     eps = 8 / 255

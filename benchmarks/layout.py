@@ -23,7 +23,7 @@ from advlab.device import pick_device, prepare_model
 from advlab.evaluate import predict_logits
 from advlab.models import build_model, model_config
 from advlab.params import Attack, Train
-from advlab.train import make_optimizer, train_epoch
+from advlab.train import FitJob, train_epoch
 
 
 def main() -> None:
@@ -49,11 +49,11 @@ def main() -> None:
         return fgsm_sweep(model, data, epsilons, batch)
 
     cfg = Train()
-    optimizers = {id(model): make_optimizer(model, cfg) for model in (plain, fast)}
+    jobs = {id(model): FitJob(model, data, data, cfg, 0, cfg.batch_size) for model in (plain, fast)}
 
     def train(model: torch.nn.Module, batch: int) -> object:
         with tqdm(total=-(-args.images // batch), disable=True) as bar:
-            return train_epoch(model, optimizers[id(model)], data, cfg, 0, bar)
+            return train_epoch(jobs[id(model)], 0, bar)
 
     cases = {(what, int(batch), layout): (fn, model, int(batch), per_image)
              for what, fn, per_image, batches in (

@@ -40,9 +40,10 @@ from advlab.device import pick_device, pick_precision, prepare_model
 from advlab.distributed import SINGLE, wrap
 from advlab.evaluate import AUTO_BATCH, classification_report
 from advlab.models import ARCHITECTURES, build_model, model_config, new_model
+from advlab.optim import make_optimizer
 from advlab.params import Attack, Train
 from advlab.timing import seconds
-from advlab.train import make_optimizer, train_epoch
+from advlab.train import FitJob, train_epoch
 
 try:
     from advlab.attacks.robustness import fgsm_sweep
@@ -308,7 +309,7 @@ class Bench:
         cfg, device = self.train_cfg, self.device
         lab_list = self.lab_list or lab_split(self.lab_train_set, self.n_train)
         lab_optimizer = make_optimizer(self.lab_model, cfg)
-        project_optimizer = make_optimizer(self.project_model, cfg)
+        job = FitJob(self.project_model, self.train_set, self.train_set, cfg, self.seed, 64)
 
         def lab_run(n: int) -> float:
             loader = DataLoader(lab_list[:n], batch_size=cfg.batch_size, shuffle=True)
@@ -317,8 +318,8 @@ class Bench:
 
         def project_run(n: int) -> torch.Tensor:
             with null_bar(-(-n // cfg.batch_size)) as bar:
-                return train_epoch(self.project_model, project_optimizer,
-                                   self._first(self.train_set, n), cfg, self.seed, bar)
+                job.train_set = self._first(self.train_set, n)
+                return train_epoch(job, self.seed, bar)
 
         lab = measure(lab_run, self.n_train, 64, device)
         project = measure(project_run, self.n_train, 64, device)
@@ -386,11 +387,12 @@ class Bench:
                      compile_: bool) -> Callable[[int], torch.Tensor]:
         """k -> one training epoch over data's first k images, of a copy of the model."""
         trained = wrap(copy.deepcopy(model), SINGLE, self.device, compile_)
-        optimizer = make_optimizer(trained, cfg)
+        job = FitJob(trained, data, data, cfg, self.seed, 64)
 
         def run(k: int) -> torch.Tensor:
             with null_bar(-(-k // cfg.batch_size)) as bar:
-                return train_epoch(trained, optimizer, self._first(data, k), cfg, self.seed, bar)
+                job.train_set = self._first(data, k)
+                return train_epoch(job, self.seed, bar)
 
         return run
 

@@ -22,7 +22,7 @@ from advlab.models import format_parameter_table, new_model, parameter_table, sa
 from advlab.params import Params, load_params
 from advlab.stage import path_arg, run_stage
 from advlab.tensorboard_log import log_epoch, log_graph, log_hparams, open_writer
-from advlab.train import EpochResult, make_optimizer
+from advlab.train import EpochResult, FitJob, overfitting_line
 from advlab.train_metrics import write_train_metrics
 
 
@@ -64,17 +64,19 @@ def train(args: argparse.Namespace, params: Params, ranks: distributed.Ranks,
 
     def on_epoch(result: EpochResult) -> None:  # rank 0: live metrics, then TensorBoard
         done.append(result)
-        write_train_metrics(args.metrics, done, extra, len(train_set), environment(device))
+        write_train_metrics(args.metrics, done, extra, len(train_set), environment(device),
+                            params.train.keep)
         log_epoch(writer, result)
+        if line := overfitting_line(done):
+            log(line)
 
     inputs = run_inputs(params, [args.splits / "train.pt", args.splits / "val.pt"],
                         Path(__file__), device, ranks.world)
     trained = distributed.wrap(model, ranks, device, params.train.compile)
-    history = fit_resumable(args.checkpoint, inputs, trained,
-                            make_optimizer(trained, params.train), train_set, val_set,
-                            params.train, params.base.seed,
-                            evaluation_batch_size(params.evaluate.batch_size, device),
-                            on_epoch=on_epoch if ranks.is_main else None, log=log, ranks=ranks)
+    job = FitJob(trained, train_set, val_set, params.train, params.base.seed,
+                 evaluation_batch_size(params.evaluate.batch_size, device), ranks,
+                 on_epoch=on_epoch if ranks.is_main else None)
+    history = fit_resumable(job, args.checkpoint, inputs, log)
     if not distributed.weights_identical_across_ranks(trained, ranks):
         raise RuntimeError("the ranks' weights differ after training")
     if ranks.world > 1:
@@ -83,13 +85,22 @@ def train(args: argparse.Namespace, params: Params, ranks: distributed.Ranks,
     if not ranks.is_main:
         return
 
-    save_model(args.model, model)
+    kept = job.kept_model()
+    save_model(args.model, kept)
     last = history[-1]
-    log(f"train: wrote {args.model}; {args.metrics}/train.json, train.csv and train_time.json "
-        "after every epoch")
-    log_graph(writer, model, to_float(val_set.images[:1]))
+    log(f"train: wrote {args.model}" + kept_note(job)
+        + f"; {args.metrics}/train.json, train.csv and train_time.json after every epoch")
+    log_graph(writer, kept, to_float(val_set.images[:1]))
     log_hparams(writer, params, {"loss": last.loss, "val_acc": last.val_acc,
                                  "best_val_acc": max(r.val_acc for r in history)})
+
+
+def kept_note(job: FitJob) -> str:
+    """What models/model.pt holds, when it is not simply the last epoch's weights."""
+    what = [] if job.state.ema is None else [f"EMA weights, decay {job.cfg.ema:g}"]
+    if job.state.kept is not None:
+        what.append(f"epoch {job.state.kept['epoch']} by {job.cfg.keep}")
+    return f" ({'; '.join(what)})" if what else ""
 
 
 if __name__ == "__main__":

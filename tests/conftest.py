@@ -16,7 +16,7 @@ from advlab.data import ImageSet
 from advlab.datasets import synthetic_images
 from advlab.models import LabCNN, build_model, model_config
 from advlab.params import Train
-from advlab.train import fit, make_optimizer
+from advlab.train import FitJob, fit
 
 # Tiny models and single-image passes gain nothing from threads, and on 2 busy cores each op's
 # thread barrier can wait out a scheduler time slice (measured up to 30x slower): one thread.
@@ -69,8 +69,7 @@ def train_tiny(sets: dict[str, ImageSet], epochs: int = 2, seed: int = 0, **over
     cfg = Train(epochs=epochs, batch_size=32, **overrides)
     torch.manual_seed(seed)
     model = build_model(model_config("lab_cnn", sets["train"]))
-    history = fit(model, make_optimizer(model, cfg), sets["train"], sets["val"], cfg, seed,
-                  eval_batch_size=128)
+    history = fit(FitJob(model, sets["train"], sets["val"], cfg, seed, eval_batch_size=128))
     return model.eval(), history
 
 

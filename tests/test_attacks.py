@@ -19,7 +19,7 @@ from advlab.device import pick_device, pick_precision, prepare_model
 from advlab.evaluate import classification_report, predict_logits
 from advlab.models import LabCNN, build_model, model_config
 from advlab.params import ParamsError, Train, parse_params
-from advlab.train import fit, make_optimizer
+from advlab.train import FitJob, fit
 
 EPSILONS = (0.0, 0.03, 0.1, 0.3)
 
@@ -37,7 +37,7 @@ def small() -> tuple[LabCNN, ImageSet]:
     cfg = Train(epochs=1, batch_size=32)
     torch.manual_seed(0)
     model = build_model(model_config("lab_cnn", train_set))
-    fit(model, make_optimizer(model, cfg), train_set, test_set, cfg, seed=0, eval_batch_size=128)
+    fit(FitJob(model, train_set, test_set, cfg, seed=0, eval_batch_size=128))
     return model.eval(), test_set
 
 

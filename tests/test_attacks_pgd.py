@@ -16,8 +16,9 @@ import yaml
 from advlab.attacks.core import uniform_start
 from advlab.attacks.fgsm import fgsm_gradient_sign, perturb
 from advlab.attacks.metrics import save_metrics
-from advlab.attacks.pgd import adversarial_batch, pgd
+from advlab.attacks.pgd import pgd
 from advlab.attacks.robustness import fgsm_sweep, sweep
+from advlab.attacks.training import adversarial_batch
 from advlab.data import ImageSet, to_float
 from advlab.datasets import synthetic_images
 from advlab.models import ModelConfig, build_model
@@ -137,7 +138,7 @@ def test_attack_csv_has_a_row_per_method_and_eps_and_reads_back_grouped(small, t
     ({"attack": {"pgd": {"steps": 0}}}, "attack.pgd.steps"),
     ({"attack": {"pgd": {"step_scale": -1}}}, "attack.pgd.step_scale"),
     ({"attack": {"pgd": {"restarts": 2}}}, "attack.pgd.restarts"),
-    ({"train": {"adversarial": "trades"}}, "train.adversarial"),
+    ({"train": {"adversarial": "free"}}, "train.adversarial"),
     ({"train": {"adv_eps": 2}}, "train.adv_eps"),
 ])
 def test_params_reject_unknown_methods_and_bad_attack_settings(raw, key):

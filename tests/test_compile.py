@@ -19,7 +19,7 @@ from advlab.data import ImageSet
 from advlab.distributed import SINGLE, unwrap, wrap
 from advlab.models import new_model
 from advlab.params import Train
-from advlab.train import make_optimizer, train_epoch
+from advlab.train import FitJob, train_epoch
 
 
 @pytest.mark.slow  # inductor's C++ compile: about 20 s of CPU, a minute on 2 busy cores
@@ -37,7 +37,7 @@ def test_compiled_training_matches_eager():
     losses = []
     for model in (eager, compiled):
         with tqdm(total=2, disable=True) as bar:
-            losses.append(train_epoch(model, make_optimizer(model, cfg), data, cfg, 0, bar))
+            losses.append(train_epoch(FitJob(model, data, data, cfg, 0, 16), 0, bar))
     assert counters["stats"]["unique_graphs"] >= 1  # the step ran through a compiled graph
     assert torch.allclose(losses[0], losses[1], rtol=1e-4, atol=1e-5)
     trained = unwrap(compiled).state_dict()

@@ -1,5 +1,6 @@
 """Under DDP the ranks draw different noise: each rank gets its slice of the noise one process
-would draw for the global batch (crops, flips, adversarial random start), and its own dropout."""
+would draw for the global batch (crops, flips, adversarial random start), and its own dropout;
+for every training attack that draws a start (fgsm_rs, n_fgsm's noise, trades's)."""
 
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ from advlab.data import ImageSet
 from advlab.distributed import SINGLE, Ranks
 from advlab.models import build_model, model_config
 from advlab.params import Train
-from advlab.train import BatchNoise, draw_noise, dropout_seed, make_optimizer
+from advlab.train import BatchNoise, FitJob, draw_noise, dropout_seed
 
 CFG = Train(epochs=1, batch_size=8, augment=True, adversarial="fgsm_rs")
+MODES = ("fgsm_rs", "n_fgsm", "trades")
 WORLD = 2
 
 
@@ -28,9 +30,10 @@ def tiny_set() -> ImageSet:
     return ImageSet(images, torch.arange(32) % 10, tuple("abcdefghij"))
 
 
-def recorded_epoch(ranks: Ranks) -> dict[str, list[torch.Tensor]]:
-    """One epoch of train_epoch; returns per step the augmented inputs, the random starts handed
-    to the training attack and the dropout masks."""
+def recorded_epoch(ranks: Ranks, mode: str = "fgsm_rs") -> dict[str, list[torch.Tensor]]:
+    """One epoch of train_epoch with train.adversarial `mode`; returns per step the augmented
+    inputs, the random starts handed to the training attack and the dropout masks."""
+    cfg = CFG.model_copy(update={"adversarial": mode})
     data = tiny_set()
     torch.manual_seed(0)
     model = build_model(model_config("lab_cnn", data))
@@ -50,8 +53,7 @@ def recorded_epoch(ranks: Ranks) -> dict[str, list[torch.Tensor]]:
     try:
         trained = model if ranks.world == 1 else torch.nn.parallel.DistributedDataParallel(model)
         with tqdm(total=4, disable=True) as bar:
-            advlab.train.train_epoch(trained, make_optimizer(trained, CFG), data, CFG, 5, bar,
-                                     ranks)
+            advlab.train.train_epoch(FitJob(trained, data, data, cfg, 0, 8, ranks), 5, bar)
     finally:
         advlab.train.adversarial_batch = attack
     return record
@@ -62,7 +64,8 @@ def rank_worker(rank: int, folder: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{folder}/store", rank=rank,
                             world_size=WORLD)
     try:
-        torch.save(recorded_epoch(Ranks(rank, WORLD, rank)), f"{folder}/rank{rank}.pt")
+        torch.save({mode: recorded_epoch(Ranks(rank, WORLD, rank), mode) for mode in MODES},
+                   f"{folder}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
@@ -70,8 +73,12 @@ def rank_worker(rank: int, folder: str) -> None:
 @pytest.mark.slow
 def test_two_gloo_ranks_draw_their_slice_of_the_global_noise_and_own_dropout(tmp_path: Path):
     mp.spawn(rank_worker, args=(str(tmp_path),), nprocs=WORLD)
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
-    single = recorded_epoch(SINGLE)
+    recorded = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
+    for mode in MODES:
+        assert_noise_rules([r[mode] for r in recorded], recorded_epoch(SINGLE, mode))
+
+
+def assert_noise_rules(ranks: list[dict], single: dict) -> None:
     steps = len(single["inputs"])
     assert steps == 4 and all(len(r["inputs"]) == steps for r in ranks)
     for step in range(steps):

@@ -9,7 +9,7 @@ from advlab.device import pick_device, prepare_model
 from advlab.evaluate import predict_logits
 from advlab.models import build_model, model_config
 from advlab.params import Train
-from advlab.train import fit, make_optimizer
+from advlab.train import FitJob, fit
 
 
 def prepared_copy(model: torch.nn.Module) -> torch.nn.Module:
@@ -39,8 +39,7 @@ def prepared_run(sets, seed: int) -> list:
     cfg = Train(epochs=1, batch_size=32)
     torch.manual_seed(seed)
     model = prepare_model(build_model(model_config("lab_cnn", sets["train"])), pick_device("cpu"))
-    return fit(model, make_optimizer(model, cfg), sets["train"], sets["val"], cfg, seed,
-               eval_batch_size=128)
+    return fit(FitJob(model, sets["train"], sets["val"], cfg, seed, 128))
 
 
 def test_prepared_training_reruns_identically_and_matches_plain(tiny_sets):

@@ -24,7 +24,7 @@ from advlab.device import (
 from advlab.evaluate import classification_report, predict_logits
 from advlab.models import build_model, model_config
 from advlab.params import ParamsError, Train, parse_params
-from advlab.train import fit, make_optimizer
+from advlab.train import FitJob, fit
 
 CPU = torch.device("cpu")
 
@@ -111,8 +111,7 @@ def test_training_runs_through_cpu_autocast(tiny_sets, dtype):
     torch.manual_seed(0)
     model = prepare_model(build_model(model_config("lab_cnn", tiny_sets["train"])), CPU, dtype)
     assert gradient_scaler(model, CPU).is_enabled() == (dtype == torch.float16)
-    history = fit(model, make_optimizer(model, cfg), tiny_sets["train"], tiny_sets["val"], cfg,
-                  0, eval_batch_size=128)
+    history = fit(FitJob(model, tiny_sets["train"], tiny_sets["val"], cfg, 0, 128))
     losses, reference = history[0].step_losses, fp32[0].step_losses
     assert torch.isfinite(losses).all()
     assert not torch.equal(losses, reference)  # autocast was on

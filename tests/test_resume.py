@@ -25,10 +25,11 @@ import yaml
 from advlab.checkpoint import TRAIN_PARAMS, fit_resumable, restore, run_inputs
 from advlab.data import ImageSet
 from advlab.datasets import md5
+from advlab.device import prepare_model
 from advlab.io import load_torch
 from advlab.models import build_model, load_model, model_config
 from advlab.params import Params, Train
-from advlab.train import make_optimizer
+from advlab.train import FitJob
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
@@ -179,6 +180,30 @@ def test_killed_mid_epoch_then_rerun_equals_uninterrupted_run(tmp_path, referenc
     assert_same(results(work), reference)
 
 
+STAGE_RECIPE = {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "schedule": "onecycle",
+                "ema": 0.9}
+
+
+@pytest.mark.slow
+def test_sgd_onecycle_ema_killed_mid_run_then_rerun_equals_uninterrupted_run(tmp_path):
+    """SIGKILL while the checkpoint of epoch 2 is written (held in its os.replace: the 5th, after
+    epoch 1's checkpoint and its 3 metrics files), so the rerun resumes the optimizer, schedule
+    and EMA of epoch 1's end. (The `step` hold patches Adam.step, which SGD never calls.)"""
+    reference = workdir(tmp_path / "reference", **STAGE_RECIPE)
+    run(reference)
+    work = workdir(tmp_path / "killed", **STAGE_RECIPE)
+    killed = kill_held(work, ("replace", 5))
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert checkpoint_epochs(work) == 1
+    rerun = run(work)
+    assert f"resuming from {CHECKPOINT}: epochs 1..1 done" in rerun.stdout
+    assert_same(results(work), results(reference))
+    assert "(EMA weights, decay 0.9)" in rerun.stdout
+    state = load_torch(work / CHECKPOINT)["state"]
+    assert state["scheduler"]["last_epoch"] == EPOCHS * STEPS  # stepped per iteration
+    assert_same_state(state, load_torch(reference / CHECKPOINT)["state"])
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not hasattr(ctypes.CDLL(None), "tgkill"), reason="needs Linux tgkill")
 def test_held_stage_ends_on_a_signal_that_lands_on_another_thread(tmp_path):
@@ -240,13 +265,20 @@ def test_finished_checkpoint_is_reused_with_identical_outputs(tmp_path):
 
 # --- the library, in process ------------------------------------------------------------------
 
-def fit_tiny(path: Path, epochs: int = 3, stop_after: int | None = None, seen: list | None = None):
+RECIPE = {"optimizer": "sgd", "lr": 0.05, "nesterov": True, "schedule": "onecycle",
+          "ema": 0.8, "label_smoothing": 0.1, "weight_decay": 5e-4,
+          "decay_norm_and_bias": False, "adversarial": "n_fgsm", "robust_val_images": 16,
+          "robust_val_steps": 2, "keep": "best_robust_val"}
+
+
+def fit_tiny(path: Path, epochs: int = 3, stop_after: int | None = None, seen: list | None = None,
+             recipe: dict | None = None, precision: torch.dtype = torch.float32) -> FitJob:
     """A tiny model fitted with checkpoints at `path`; stop_after=k raises Ctrl-C after epoch k."""
     train_set, val_set = tiny_sets(96, 32)
-    cfg = Train(epochs=epochs, batch_size=16)
+    cfg = Train(epochs=epochs, batch_size=16, **(recipe or {}))
     torch.manual_seed(0)
-    model = build_model(model_config("lab_cnn", train_set))
-    optimizer = make_optimizer(model, cfg)
+    model = prepare_model(build_model(model_config("lab_cnn", train_set)), torch.device("cpu"),
+                          precision)
     inputs = run_inputs(Params(train=cfg), [], ROOT / "stages/train.py", torch.device("cpu"))
 
     def on_epoch(result):
@@ -255,30 +287,54 @@ def fit_tiny(path: Path, epochs: int = 3, stop_after: int | None = None, seen: l
         if result.epoch == stop_after:
             raise KeyboardInterrupt
 
-    history = fit_resumable(path, inputs, model, optimizer, train_set, val_set, cfg, 0, 64,
-                            on_epoch=on_epoch, log=lambda line: None)
-    return model, history
+    job = FitJob(model, train_set, val_set, cfg, 0, 64, on_epoch=on_epoch)
+    fit_resumable(job, path, inputs, log=lambda line: None)
+    return job
 
 
-def test_resumed_fit_equals_uninterrupted_fit(tmp_path):
-    model, history = fit_tiny(tmp_path / "a.pt")
+def assert_same_state(got: dict, want: dict) -> None:
+    """Nested state dicts (tensors, numbers, lists) equal exactly."""
+    assert type(got) is type(want)
+    if isinstance(want, dict):
+        assert got.keys() == want.keys()
+        for key in want:
+            assert_same_state(got[key], want[key])
+    elif isinstance(want, torch.Tensor):
+        assert torch.equal(got, want)
+    elif isinstance(want, (list, tuple)):
+        assert len(got) == len(want)
+        for a, b in zip(got, want, strict=True):
+            assert_same_state(a, b)
+    else:
+        assert got == want
+
+
+@pytest.mark.parametrize("recipe, precision", [(None, torch.float32), (RECIPE, torch.float16)],
+                         ids=["lab", "sgd-onecycle-ema-nfgsm-keep-fp16"])
+def test_resumed_fit_equals_uninterrupted_fit(tmp_path, recipe, precision):
+    whole = fit_tiny(tmp_path / "a.pt", recipe=recipe, precision=precision)
     with pytest.raises(KeyboardInterrupt, match="resume from epoch 2"):
-        fit_tiny(tmp_path / "b.pt", stop_after=1)
+        fit_tiny(tmp_path / "b.pt", stop_after=1, recipe=recipe, precision=precision)
     seen: list[int] = []
-    resumed, resumed_history = fit_tiny(tmp_path / "b.pt", seen=seen)
+    resumed = fit_tiny(tmp_path / "b.pt", seen=seen, recipe=recipe, precision=precision)
     assert seen == [1, 2, 3]  # the restored epoch is replayed to on_epoch, then 2 and 3 run
-    assert [(r.epoch, r.loss, r.val_acc) for r in resumed_history] == [
-        (r.epoch, r.loss, r.val_acc) for r in history]
-    for name, tensor in model.state_dict().items():
-        assert torch.equal(resumed.state_dict()[name], tensor), name
+    fields = ("epoch", "loss", "val_acc", "robust_val_acc")
+    assert [[getattr(r, f) for f in fields] for r in resumed.history] == [
+        [getattr(r, f) for f in fields] for r in whole.history]
+    assert_same_state(resumed.model.state_dict(), whole.model.state_dict())
+    assert_same_state(resumed.state.state_dict(), whole.state.state_dict())
+    assert_same_state(resumed.kept_model().state_dict(), whole.kept_model().state_dict())
+    if recipe:
+        assert resumed.state.scaler.is_enabled()  # fp16: the scaler's state is resumed too
 
 
 def test_unreadable_checkpoint_means_a_fresh_start(tmp_path):
     path = tmp_path / "train.pt"
     path.write_bytes(b"not a checkpoint")
     lines: list[str] = []
-    model = torch.nn.Linear(2, 2)
-    history = restore(path, {}, model, make_optimizer(model, Train()), log=lines.append)
+    train_set, val_set = tiny_sets(16, 16)
+    job = FitJob(torch.nn.Linear(2, 2), train_set, val_set, Train(), 0, 16)
+    history = restore(path, {}, job, log=lines.append)
     assert history == [] and "starting fresh" in lines[0]
 
 

@@ -24,7 +24,7 @@ from advlab.tensorboard_log import (
     log_test,
     open_writer,
 )
-from advlab.train import fit, make_optimizer
+from advlab.train import FitJob, fit
 
 
 def read(logdir) -> EventAccumulator:
@@ -45,8 +45,8 @@ def test_train_run_has_graph_loss_per_iteration_validation_and_hparams(tmp_path,
     torch.manual_seed(0)
     model = build_model(model_config("lab_cnn", train_set))
     with open_writer(tmp_path) as writer:
-        history = fit(model, make_optimizer(model, cfg), train_set, val_set, cfg, seed=0,
-                      eval_batch_size=32, on_epoch=partial(log_epoch, writer))
+        history = fit(FitJob(model, train_set, val_set, cfg, seed=0, eval_batch_size=32,
+                             on_epoch=partial(log_epoch, writer)))
         log_graph(writer, model, to_float(val_set.images[:1]))
         log_hparams(writer, Params(), {"val_acc": history[-1].val_acc})
 
