@@ -24,11 +24,11 @@ from advlab.attacks.apgd import checkpoints
 from advlab.attacks.core import Draws
 from advlab.attacks.square import square_fraction
 from advlab.data import ImageSet, to_float
-from advlab.params import Apgd, ApgdT, ParamsError, Pgd, Square, parse_params
+from advlab.params import Apgd, ApgdT, FabT, ParamsError, Pgd, Square, parse_params
 
 EPSILONS = (0.0, 0.02, 0.05)
 SETTINGS = {"pgd": Pgd(steps=10), "apgd_ce": Apgd(steps=10), "apgd_t": ApgdT(steps=10, targets=3),
-            "square": Square(queries=100)}
+            "fab_t": FabT(steps=10, targets=3), "square": Square(queries=100)}
 
 
 @pytest.fixture(scope="module")
