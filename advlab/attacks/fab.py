@@ -22,6 +22,7 @@ from torch import nn
 from advlab.attacks.core import Draws, eval_logits, loss_gradient
 from advlab.params import FabT
 
+FEW_ROWS = 1024  # (image, target) rows cheap to batch on any device
 NEWTON_STEPS = 50  # at most; each lands on the plane's segment or beyond a kink (see below)
 
 
@@ -65,11 +66,12 @@ def fab_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, settin
           draws: Draws) -> torch.Tensor:
     """FAB-T on correctly classified images x: per image the first iterate within eps that fools
     the model (towards any of its targets), else x itself. Images are attacked in chunks of
-    about len(x) (image, target) rows, so memory follows the batch size. `draws` is unused."""
+    about max(len(x), FEW_ROWS) (image, target) rows, so memory follows the batch size and a
+    few survivors run in one chunk. `draws` is unused: FAB-T draws nothing."""
     ranked = eval_logits(model, x).argsort(1, descending=True)  # ranked[:, 0] is y: x is correct
     targets = ranked[:, 1:1 + settings.targets]
     out = x.clone()
-    per_chunk = max(1, len(x) // targets.shape[1])
+    per_chunk = max(1, max(len(x), FEW_ROWS) // targets.shape[1])
     for chunk in torch.arange(len(x), device=x.device).split(per_chunk):
         out[chunk] = _fab_chunk(model, x[chunk], y[chunk], targets[chunk], eps, settings)
     return out
