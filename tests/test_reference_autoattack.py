@@ -12,8 +12,9 @@ the images the earlier ones left standing, and both keep an image fooled once fo
 draws nothing at random in the standard version; what differs is the random draws of APGD's
 start and of Square's search (different generators), Square's p-schedule where this project
 still rescales it, and float summation order (batched targets). Those move only images whose
-verdict hangs on a random draw: on this model, none to two images per eps and attack (measured
-over 10 runs of this test). Both sides are seeded, so the test is deterministic on a machine.
+verdict hangs on a random draw, a handful at most; on this model the counts were identical
+after every attack at both eps when measured (71, 68, 68, 68 and 24, 22, 22, 22 of 200).
+Both sides are seeded, so the test is deterministic on a machine.
 """
 
 from __future__ import annotations
