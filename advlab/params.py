@@ -42,7 +42,7 @@ SCHEDULES = ("constant", "onecycle", "cosine", "piecewise", "cyclic")  # train.s
 KEEP = ("last", "best_val", "best_robust_val")  # train.keep: what models/model.pt holds
 # attack.methods and attack.ensemble: the names of advlab/attacks/registry.py (which checks
 # that they agree; the registry cannot be imported here: it imports modules that import this)
-METHODS = ("fgsm", "pgd", "apgd_ce", "apgd_t", "square")
+METHODS = ("fgsm", "pgd", "apgd_ce", "apgd_t", "fab_t", "square")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # base.precision
 DEVICE = re.compile(r"^(auto|cpu|cuda|mps|cuda:\d+)$")
 SCHEMA_FILE = "params.schema.json"
@@ -297,6 +297,14 @@ class ApgdT(Section):
     targets: integer(gt=0) = 9
 
 
+class FabT(Section):
+    steps: integer(gt=0) = 100
+    targets: integer(gt=0) = 9
+    alpha_max: number(ge=0, le=1) = 0.1  # the largest bias of a step towards the clean image
+    eta: number(ge=1, finite=True) = 1.05  # overshoot past the linearized boundary
+    beta: number(gt=0, le=1) = 0.9  # pull-back towards the clean image past the boundary
+
+
 class Square(Section):
     queries: integer(gt=0) = 5000
     p_init: number(gt=0, le=1) = 0.8
@@ -311,12 +319,13 @@ class Attack(Section):
                            + ", ".join(METHODS)) = ("fgsm",)
     ensemble: Annotated[tuple[Literal[METHODS], ...], Field(
         description="a list of distinct methods from " + ", ".join(METHODS) + " (may be empty)",
-        json_schema_extra={"uniqueItems": True})] = ("apgd_ce", "apgd_t", "square")
+        json_schema_extra={"uniqueItems": True})] = ("apgd_ce", "apgd_t", "fab_t", "square")
     max_images: Annotated[Annotated[int, Strict(), Field(gt=0)] | None, Field(
         description="null (every test image) or an integer > 0")] = None
     pgd: Pgd = Pgd()
     apgd_ce: Apgd = Apgd()
     apgd_t: ApgdT = ApgdT()
+    fab_t: FabT = FabT()
     square: Square = Square()
 
     @field_validator("epsilons", "methods", "ensemble")

@@ -18,7 +18,7 @@ TINY = {"data": {"dataset": "synthetic", "synthetic_train": 600, "synthetic_test
                  "train_size": 400, "val_size": 100},
         "train": {"epochs": 1}, "evaluate": {"batch_size": 200},
         "attack": {"apgd_ce": {"steps": 5}, "apgd_t": {"steps": 5, "targets": 2},
-                   "square": {"queries": 50}}}
+                   "fab_t": {"steps": 5, "targets": 2}, "square": {"queries": 50}}}
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 
 

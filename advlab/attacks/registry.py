@@ -25,6 +25,7 @@ from torch import nn
 
 from advlab.attacks.apgd import apgd_ce, apgd_t
 from advlab.attacks.core import Draws, Judged
+from advlab.attacks.fab import fab_t
 from advlab.attacks.pgd import pgd_until_fooled
 from advlab.attacks.square import square
 from advlab.params import METHODS, ParamsError
@@ -47,6 +48,7 @@ ATTACKS: dict[str, Attack] = {a.name: a for a in (
     Attack("pgd", "PGD", "pgd", pgd_until_fooled),  # type: ignore[arg-type]
     Attack("apgd_ce", "APGD-CE", "apgd_ce", apgd_ce),  # type: ignore[arg-type]
     Attack("apgd_t", "APGD-T", "apgd_t", apgd_t, min_classes=4),  # type: ignore[arg-type]
+    Attack("fab_t", "FAB-T", "fab_t", fab_t),  # type: ignore[arg-type]
     Attack("square", "Square", "square", square, gradient_free=True),  # type: ignore[arg-type]
 )}
 if tuple(ATTACKS) != METHODS:  # params.yaml's schema lists the names: they must agree
