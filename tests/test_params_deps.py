@@ -13,7 +13,7 @@ import pytest
 import yaml
 from conftest import run_stage_script
 
-from advlab.params import Params, leaf_keys, recording_reads
+from advlab.params import METHODS, Params, leaf_keys, recording_reads
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
@@ -22,10 +22,10 @@ BUDGET = {"steps": 2}
 TINY = {"data": {"dataset": "synthetic", "synthetic_train": 240, "synthetic_test": 40,
                  "train_size": 160, "val_size": 40},
         "train": {"epochs": 1}, "evaluate": {"batch_size": 64},
-        "attack": {"epsilons": [0.0, 0.1], "methods": ["fgsm", "pgd", "apgd_ce", "apgd_t",
-                                                       "square"],
+        "attack": {"epsilons": [0.0, 0.1], "methods": list(METHODS),
                    "max_images": 8, "pgd": BUDGET, "apgd_ce": BUDGET,
-                   "apgd_t": {**BUDGET, "targets": 2}, "square": {"queries": 4}}}
+                   "apgd_t": {**BUDGET, "targets": 2}, "fab_t": {**BUDGET, "targets": 2},
+                   "square": {"queries": 4}}}
 
 
 def declared(stage: str) -> set[str]:

@@ -84,7 +84,7 @@ def _fab_chunk(model: nn.Module, out: Judged, y: torch.Tensor, targets: torch.Te
                eps: float, settings: FabT) -> Judged:
     """FAB-T with rows (image i, its target k) for every image of out.x (clean, with the
     judge's logits) and column of targets; out is updated where a row fools within eps."""
-    x = out.x.clone()
+    x, pull_back = out.x.clone(), settings.beta
     image = torch.arange(len(x), device=x.device).repeat_interleave(targets.shape[1])
     target, clean, label = targets.flatten(), x[image], y[image]
     iterate = clean.clone()
@@ -107,7 +107,7 @@ def _fab_chunk(model: nn.Module, out: Judged, y: torch.Tensor, targets: torch.Te
         if last:
             break
         back = fooled & ~close & ~done[image]  # past the boundary but outside eps: pull back
-        iterate[back] = clean[back] + settings.beta * (iterate[back] - clean[back])
+        iterate[back] = clean[back] + pull_back * (iterate[back] - clean[back])
         if back.any():
             rows = back.nonzero().flatten()
             _, margin[rows], grad[rows] = loss_gradient(model, iterate[rows], label[rows],
