@@ -198,7 +198,7 @@ class Data(Section):
         description="a folder (a string) or null")] = None
     verify: Flag = True
     train_size: integer(gt=0) = 40_000
-    val_size: integer(gt=0) = 10_000
+    val_size: integer(ge=0) = 10_000  # 0: no validation (train.keep last, no robust validation)
     synthetic_train: integer(gt=0) = 50_000
     synthetic_test: integer(gt=0) = 10_000
 
@@ -359,6 +359,15 @@ class Params(Section):
     def model_post_init(self, context: Any) -> None:
         self._name_sections("")
 
+    @model_validator(mode="after")
+    def _validation_needed(self) -> Params:
+        train = self.train
+        if self.data.val_size == 0 and (train.keep != "last" or train.robust_val_images):
+            raise Rule(("data.val_size",), 0, "> 0 with train.keep "
+                       f"{train.keep} and train.robust_val_images {train.robust_val_images} "
+                       "(0 means no validation: train.keep last, robust_val_images 0)")
+        return self
+
     def as_dict(self) -> dict:
         return self.model_dump()
 
@@ -387,7 +396,7 @@ def _message(error: dict) -> str:
         return f"unknown key {unknown}; known keys: {', '.join(sorted(model.model_fields))}"
     cause = error.get("ctx", {}).get("error")
     if isinstance(cause, Rule):
-        key = " + ".join(f"{key}.{name}" for name in cause.keys)
+        key = " + ".join(f"{key}.{name}" if key else name for name in cause.keys)
         value, allowed = cause.value, cause.allowed
     elif field is not None:
         allowed = field.description
