@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from advlab.attacks.core import uniform_start
+from advlab.attacks.core import Draws, uniform_start
 from advlab.attacks.training import adversarial_batch, robust_accuracy, training_loss
 from advlab.data import ImageSet, batches, stratified_order, to_float
 from advlab.device import autocast
@@ -125,18 +125,18 @@ class FitJob:
     on_epoch: Callable[[EpochResult], None] | None = None
     state: TrainState = field(init=False)
     robust_set: ImageSet | None = field(init=False)
-    robust_starts: torch.Tensor | None = field(init=False)
+    robust_draws: Draws | None = field(init=False)
     history: list[EpochResult] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
         steps = steps_per_epoch(len(self.train_set), self.cfg, self.ranks)
         self.state = TrainState.create(self.model, self.cfg, steps)
-        self.robust_set = self.robust_starts = None
+        self.robust_set = self.robust_draws = None
         if self.cfg.robust_val_images:
             self.robust_set = robust_subset(self.val_set, self.cfg.robust_val_images, self.seed)
-            generator = torch.Generator(device=self.val_set.labels.device).manual_seed(
-                derived_seed(self.seed, "robust validation"))
-            self.robust_starts = uniform_start(to_float(self.robust_set.images), generator)
+            index = torch.arange(len(self.robust_set), device=self.val_set.labels.device)
+            self.robust_draws = Draws.keyed(self.seed, "robust validation", self.cfg.adv_eps,
+                                            index, self.robust_set.shape)
 
     def evaluated(self) -> nn.Module:
         """The model validated and saved: the EMA's average with train.ema, else the model."""
@@ -199,7 +199,7 @@ def validate(job: FitJob, epoch: int, losses: torch.Tensor, start: float) -> Epo
     val_acc = accuracy(model, job.val_set, job.eval_batch_size)
     robust = None
     if job.robust_set is not None:
-        robust = robust_accuracy(model, job.robust_set, job.robust_starts, job.cfg,
+        robust = robust_accuracy(model, job.robust_set, job.robust_draws, job.cfg,
                                  job.eval_batch_size).item()
     return EpochResult(epoch, losses.mean().item(), val_acc.item(), losses.cpu(),
                        time.perf_counter() - start, robust)  # .item() waited for the GPU

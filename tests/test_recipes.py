@@ -20,10 +20,10 @@ import advlab.train
 from advlab.attacks.training import adversarial_batch, n_fgsm, training_loss
 from advlab.distributed import unwrap
 from advlab.io import load_torch
-from advlab.models import build_model, load_model
+from advlab.models import build_model, load_model, model_config
 from advlab.optim import Ema, TrainState, parameter_groups
 from advlab.params import ParamsError, Train, parse_params
-from advlab.train import EpochResult, FitJob, best_epoch, fit, model_config, overfitting_line
+from advlab.train import EpochResult, FitJob, best_epoch, fit, overfitting_line
 
 LR = 0.1
 

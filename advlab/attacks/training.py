@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advlab.attacks.core import Draws, eval_logits, loss_gradient, predict, uniform_start
+from advlab.attacks.core import Draws, judge, loss_gradient, uniform_start
 from advlab.attacks.pgd import pgd, pgd_until_fooled
 from advlab.data import ImageSet, batches, to_float
 from advlab.params import Pgd, Train
@@ -61,7 +61,7 @@ def trades_example(model: nn.Module, x: torch.Tensor, cfg: Train,
     """TRADES's inner maximization: PGD on KL(p(x) || p(x')) from x + 0.001 * start."""
     if cfg.adv_eps == 0:
         return x
-    clean = F.softmax(eval_logits(model, x), 1)
+    clean = F.softmax(judge(model, x), 1)
     settings = training_attack(cfg)
     step_size = settings.step_scale * cfg.adv_eps / settings.steps
     return pgd(model, x, clean, cfg.adv_eps, settings.steps, step_size,
@@ -97,22 +97,22 @@ def training_loss(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: tor
     return clean + cfg.trades_beta * kl_divergence(model(x_adv), F.softmax(logits, 1)).mean()
 
 
-def robust_accuracy(model: nn.Module, data: ImageSet, starts: torch.Tensor, cfg: Train,
+def robust_accuracy(model: nn.Module, data: ImageSet, draws: Draws, cfg: Train,
                     batch_size: int) -> torch.Tensor:
     """PGD-k accuracy at train.adv_eps (k = train.robust_val_steps, steps of 2.5 * eps / k from
-    x + eps * starts, the attack stage's PGD): the fraction of `data` classified correctly
-    both clean and at every iterate. A 0-d tensor on the data's device."""
+    x + eps * draws.start, the attack stage's PGD; draws: one per image of `data`): the
+    fraction of `data` classified correctly both clean and at every iterate. A 0-d tensor on
+    the data's device."""
     was_training = model.training
     model.eval()
     settings = Pgd(steps=cfg.robust_val_steps, step_scale=MADRY_STEP_SCALE, random_start=True)
-    unused = torch.Generator(device=data.labels.device)  # PGD draws nothing beyond its start
     robust = torch.zeros((), device=data.labels.device)
     for index in batches(len(data), batch_size, device=data.labels.device):
         x, y = to_float(data.images[index]), data.labels[index]
-        right = predict(model, x).argmax(1) == y
+        right = judge(model, x).argmax(1) == y
         x, y = x[right], y[right]
-        x_adv = pgd_until_fooled(model, x, y, cfg.adv_eps, settings,
-                                 Draws(starts[index][right], unused))
-        robust += (predict(model, x_adv).argmax(1) == y).sum()
+        judged = pgd_until_fooled(model, x, y, cfg.adv_eps, settings,
+                                  draws[index][right])
+        robust += (judged.logits.argmax(1) == y).sum()
     model.train(was_training)
     return robust / len(data)
