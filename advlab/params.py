@@ -177,6 +177,17 @@ def recording_reads() -> Iterator[set[str]]:
         _reads = outer
 
 
+@contextlib.contextmanager
+def unrecorded() -> Iterator[None]:
+    """Reads that are not the code's (validators'): recording_reads() leaves them out."""
+    global _reads
+    outer, _reads = _reads, None
+    try:
+        yield
+    finally:
+        _reads = outer
+
+
 class Base(Section):
     seed: integer(ge=0) = 0
     device: Annotated[str, Strict(), Field(
@@ -361,11 +372,13 @@ class Params(Section):
 
     @model_validator(mode="after")
     def _validation_needed(self) -> Params:
-        train = self.train
-        if self.data.val_size == 0 and (train.keep != "last" or train.robust_val_images):
-            raise Rule(("data.val_size",), 0, "> 0 with train.keep "
-                       f"{train.keep} and train.robust_val_images {train.robust_val_images} "
-                       "(0 means no validation: train.keep last, robust_val_images 0)")
+        with unrecorded():
+            val_size, keep, robust = (self.data.val_size, self.train.keep,
+                                      self.train.robust_val_images)
+        if val_size == 0 and (keep != "last" or robust):
+            raise Rule(("data.val_size",), 0, f"> 0 with train.keep {keep} and "
+                       f"train.robust_val_images {robust} (0 means no validation: "
+                       "train.keep last, robust_val_images 0)")
         return self
 
     def as_dict(self) -> dict:
@@ -407,14 +420,11 @@ def _message(error: dict) -> str:
 
 def parse_params(raw: object) -> Params:
     """Builds and validates Params from a parsed YAML mapping; missing keys take defaults."""
-    global _reads
-    reads, _reads = _reads, None  # the validators' reads are not the code's
     try:
-        return Params.model_validate(raw)
+        with unrecorded():  # the validators' reads are not the code's
+            return Params.model_validate(raw)
     except ValidationError as err:
         raise ParamsError(f"params: {_message(err.errors()[0])}") from None
-    finally:
-        _reads = reads
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
