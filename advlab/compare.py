@@ -287,8 +287,9 @@ def to_html(frame: pd.DataFrame, exps: list[Experiment]) -> str:
     epochs, attack = curves(exps)
     svgs = []
     if not epochs.empty:
-        svgs += [chart(epochs, "epoch", "loss", "Training loss per epoch"),
-                 chart(epochs, "epoch", "val_acc", "Validation accuracy per epoch")]
+        svgs.append(chart(epochs, "epoch", "loss", "Training loss per epoch"))
+    if "val_acc" in epochs:  # absent when no experiment validates (data.val_size 0)
+        svgs.append(chart(epochs, "epoch", "val_acc", "Validation accuracy per epoch"))
     if not attack.empty:
         svgs.append(chart(attack, "epsilon", "accuracy",
                           "Accuracy under attack (line dash: method)", dash="method"))

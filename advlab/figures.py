@@ -26,15 +26,18 @@ matplotlib.use("Agg")
 DPI = 100
 
 
-def training_curves(epochs: Sequence[int], loss: Sequence[float], val_acc: Sequence[float],
+def training_curves(epochs: Sequence[int], loss: Sequence[float],
+                    val_acc: Sequence[float] | None,
                     robust_val_acc: Sequence[float] | None = None) -> Figure:
     """Mean training loss and validation accuracy per epoch, side by side (Figure 1.2); the
-    robust validation accuracy beside the latter when given."""
+    robust validation accuracy beside the latter when given (the panel stays empty with
+    neither: a run without validation)."""
     fig = Figure(figsize=(10, 4), dpi=DPI, layout="constrained")
     left, right = fig.subplots(1, 2)
     left.plot(epochs, loss, marker="o")
     left.set(title="Training loss", xlabel="epoch", ylabel="mean cross-entropy")
-    right.plot(epochs, val_acc, marker="o", color="tab:orange", label="clean")
+    if val_acc is not None:
+        right.plot(epochs, val_acc, marker="o", color="tab:orange", label="clean")
     if robust_val_acc is not None:
         right.plot(epochs, robust_val_acc, marker="s", color="tab:red", label="PGD (robust)")
         right.legend()

@@ -177,6 +177,17 @@ def recording_reads() -> Iterator[set[str]]:
         _reads = outer
 
 
+@contextlib.contextmanager
+def unrecorded() -> Iterator[None]:
+    """Reads that are not the code's (validators'): recording_reads() leaves them out."""
+    global _reads
+    outer, _reads = _reads, None
+    try:
+        yield
+    finally:
+        _reads = outer
+
+
 class Base(Section):
     seed: integer(ge=0) = 0
     device: Annotated[str, Strict(), Field(
@@ -198,7 +209,7 @@ class Data(Section):
         description="a folder (a string) or null")] = None
     verify: Flag = True
     train_size: integer(gt=0) = 40_000
-    val_size: integer(gt=0) = 10_000
+    val_size: integer(ge=0) = 10_000  # 0: no validation (train.keep last, no robust validation)
     synthetic_train: integer(gt=0) = 50_000
     synthetic_test: integer(gt=0) = 10_000
 
@@ -368,6 +379,17 @@ class Params(Section):
     def model_post_init(self, context: Any) -> None:
         self._name_sections("")
 
+    @model_validator(mode="after")
+    def _validation_needed(self) -> Params:
+        with unrecorded():
+            val_size, keep, robust = (self.data.val_size, self.train.keep,
+                                      self.train.robust_val_images)
+        if val_size == 0 and (keep != "last" or robust):
+            raise Rule(("data.val_size",), 0, f"> 0 with train.keep {keep} and "
+                       f"train.robust_val_images {robust} (0 means no validation: "
+                       "train.keep last, robust_val_images 0)")
+        return self
+
     def as_dict(self) -> dict:
         return self.model_dump()
 
@@ -396,7 +418,7 @@ def _message(error: dict) -> str:
         return f"unknown key {unknown}; known keys: {', '.join(sorted(model.model_fields))}"
     cause = error.get("ctx", {}).get("error")
     if isinstance(cause, Rule):
-        key = " + ".join(f"{key}.{name}" for name in cause.keys)
+        key = " + ".join(f"{key}.{name}" if key else name for name in cause.keys)
         value, allowed = cause.value, cause.allowed
     elif field is not None:
         allowed = field.description
@@ -407,14 +429,11 @@ def _message(error: dict) -> str:
 
 def parse_params(raw: object) -> Params:
     """Builds and validates Params from a parsed YAML mapping; missing keys take defaults."""
-    global _reads
-    reads, _reads = _reads, None  # the validators' reads are not the code's
     try:
-        return Params.model_validate(raw)
+        with unrecorded():  # the validators' reads are not the code's
+            return Params.model_validate(raw)
     except ValidationError as err:
         raise ParamsError(f"params: {_message(err.errors()[0])}") from None
-    finally:
-        _reads = reads
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

@@ -83,15 +83,18 @@ def read_metrics(folder: str | Path) -> RunMetrics:
     )
 
 
+def column(rows: list[dict[str, float]], name: str) -> list[float] | None:
+    """A train.csv column, None where the run has none (no validation, no robust one)."""
+    return [r[name] for r in rows] if rows and name in rows[0] else None
+
+
 def make_figures(metrics: RunMetrics) -> dict[str, Figure]:
     """The lab's Figure 1.2, accuracy vs eps and the confusion matrix, by file stem."""
     train = metrics.train
     return {
         "training_curves": figures.training_curves(
             [int(r["epoch"]) for r in train], [r["loss"] for r in train],
-            [r["val_acc"] for r in train],
-            [r["robust_val_acc"] for r in train] if train and "robust_val_acc" in train[0]
-            else None),
+            column(train, "val_acc"), column(train, "robust_val_acc")),
         "accuracy_vs_epsilon": figures.accuracy_vs_epsilon(
             [r["epsilon"] for r in next(iter(metrics.attack.values()))],
             {m: [r["accuracy"] for r in rows] for m, rows in metrics.attack.items()}),
@@ -169,7 +172,8 @@ def render_html(params: Params, parameter_rows: Sequence[tuple[str, str, int]],
         "below.</p>",
         _image(pngs["training_curves"], "training loss and validation accuracy per epoch"),
         _table(["epoch", "mean training loss", "validation accuracy"],
-               [(int(r["epoch"]), f"{r['loss']:.4f}", f"{r['val_acc']:.4f}")
+               [(int(r["epoch"]), f"{r['loss']:.4f}",
+                 f"{r['val_acc']:.4f}" if "val_acc" in r else "none (data.val_size 0)")
                 for r in metrics.train]),
         "<h2>Parameters (the lab's Table 1.3)</h2>",
         _table(["layer", "arithmetic", "parameters"],

@@ -47,7 +47,8 @@ def log_epoch(writer: SummaryWriter, result: EpochResult) -> None:
     for step, loss in enumerate(result.step_losses.tolist(), first + 1):
         writer.add_scalar("loss/train_per_iteration", loss, step)
     writer.add_scalar("loss/train_epoch_mean", result.loss, first + steps)
-    writer.add_scalar("accuracy/validation", result.val_acc, first + steps)
+    if result.val_acc is not None:
+        writer.add_scalar("accuracy/validation", result.val_acc, first + steps)
     if result.robust_val_acc is not None:
         writer.add_scalar("accuracy/robust_validation", result.robust_val_acc, first + steps)
     writer.flush()

@@ -32,7 +32,7 @@ OVERFITTING_DROP = 0.2  # Wong et al. 2020: catastrophic overfitting, robust acc
 class EpochResult:
     epoch: int  # 1-based
     loss: float  # mean training loss over the epoch
-    val_acc: float
+    val_acc: float | None  # None without validation (data.val_size 0)
     step_losses: torch.Tensor  # per-iteration training loss, on the CPU
     seconds: float = 0.0  # wall time of the epoch, validation included (a metric, never compared)
     robust_val_acc: float | None = None  # PGD-k accuracy on the robust validation subset
@@ -194,12 +194,12 @@ def validate(job: FitJob, epoch: int, losses: torch.Tensor, start: float) -> Epo
     """The epoch's result: its losses, the evaluated model's validation (and robust
     validation) accuracy and its wall time, validation included."""
     model = job.evaluated()
-    val_acc = accuracy(model, job.val_set, job.eval_batch_size)
+    val_acc = accuracy(model, job.val_set, job.eval_batch_size).item() if len(job.val_set) else None
     robust = None
     if job.robust_set is not None:
         robust = robust_accuracy(model, job.robust_set, job.robust_draws, job.cfg,
                                  job.eval_batch_size).item()
-    return EpochResult(epoch, losses.mean().item(), val_acc.item(), losses.cpu(),
+    return EpochResult(epoch, losses.mean().item(), val_acc, losses.cpu(),
                        time.perf_counter() - start, robust)  # .item() waited for the GPU
 
 
@@ -249,7 +249,8 @@ def fit(job: FitJob, save: Callable[[EpochResult], None] | None = None) -> list[
             losses = mean_across_ranks(train_epoch(job, epoch_seed(job.seed, epoch), bar),
                                        job.ranks)
             result = validate(job, epoch, losses, start)
-            bar.set_postfix(loss=f"{result.loss:.4f}", val_acc=f"{result.val_acc:.4f}")
+            bar.set_postfix(loss=f"{result.loss:.4f}", **({} if result.val_acc is None else
+                                                          {"val_acc": f"{result.val_acc:.4f}"}))
         if cfg.keep != "last" and best_epoch([*job.history, result], cfg.keep) == epoch:
             job.state.kept = {"epoch": epoch, "weights": cpu_weights(job.evaluated())}
         if save is not None:

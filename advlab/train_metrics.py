@@ -20,17 +20,19 @@ def write_train_metrics(folder: Path, history: list[EpochResult], extra: dict[st
     """train.csv, train.json (with `extra`: model size, adversarial mode) and train_time.json
     (with the `environment`, advlab.environment).
 
-    With robust validation both gain robust_val_acc (and train.json best_robust_val_acc); with
-    train.keep other than last, train.json names the kept epoch (what models/model.pt holds)."""
-    robust = history[-1].robust_val_acc is not None
-    extra_columns = ["robust_val_acc"] if robust else []
-    write_csv(folder / "train.csv", ["epoch", "loss", "val_acc", *extra_columns],
-              [(r.epoch, round(r.loss, 6), round(r.val_acc, 6),
-                *([round(r.robust_val_acc, 6)] if robust else [])) for r in history])
+    Without validation (data.val_size 0) neither has val_acc (nor best_val_acc); with robust
+    validation both gain robust_val_acc (and train.json best_robust_val_acc); with train.keep
+    other than last, train.json names the kept epoch (what models/model.pt holds)."""
     last = history[-1]
-    metrics: dict[str, object] = {
-        "epochs": last.epoch, "loss": round(last.loss, 6), "val_acc": round(last.val_acc, 6),
-        "best_val_acc": round(max(r.val_acc for r in history), 6)}
+    validated, robust = last.val_acc is not None, last.robust_val_acc is not None
+    columns = ["val_acc"] * validated + ["robust_val_acc"] * robust
+    write_csv(folder / "train.csv", ["epoch", "loss", *columns],
+              [(r.epoch, round(r.loss, 6), *(round(getattr(r, c), 6) for c in columns))
+               for r in history])
+    metrics: dict[str, object] = {"epochs": last.epoch, "loss": round(last.loss, 6)}
+    if validated:
+        metrics["val_acc"] = round(last.val_acc, 6)
+        metrics["best_val_acc"] = round(max(r.val_acc for r in history), 6)
     if robust:
         metrics["robust_val_acc"] = round(last.robust_val_acc, 6)
         metrics["best_robust_val_acc"] = round(max(r.robust_val_acc for r in history), 6)

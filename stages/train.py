@@ -90,9 +90,10 @@ def train(args: argparse.Namespace, params: Params, ranks: distributed.Ranks,
     last = history[-1]
     log(f"train: wrote {args.model}" + kept_note(job)
         + f"; {args.metrics}/train.json, train.csv and train_time.json after every epoch")
-    log_graph(writer, kept, to_float(val_set.images[:1]))
-    log_hparams(writer, params, {"loss": last.loss, "val_acc": last.val_acc,
-                                 "best_val_acc": max(r.val_acc for r in history)})
+    log_graph(writer, kept, to_float(train_set.images[:1]))
+    validated = {} if last.val_acc is None else {
+        "val_acc": last.val_acc, "best_val_acc": max(r.val_acc for r in history)}
+    log_hparams(writer, params, {"loss": last.loss, **validated})
 
 
 def kept_note(job: FitJob) -> str:

@@ -46,7 +46,11 @@ BAD = {  # case: (params.yaml overrides, the key named, the bad value as shown)
     "val size exceeds synthetic": (
         {"data": {"dataset": "synthetic", "synthetic_train": 100, "train_size": 10,
                   "val_size": 100}}, "data.train_size + data.val_size", "110"),
-    "val size zero": ({"data": {"val_size": 0}}, "data.val_size", "0"),
+    "val size negative": ({"data": {"val_size": -1}}, "data.val_size", "-1"),
+    "no validation to keep the best of": (
+        {"data": {"val_size": 0}, "train": {"keep": "best_val"}}, "data.val_size", "0"),
+    "no validation to validate robustly on": (
+        {"data": {"val_size": 0}, "train": {"robust_val_images": 10}}, "data.val_size", "0"),
     "unknown model": ({"train": {"model": "resnet50"}}, "train.model", "'resnet50'"),
     "unknown dataset": ({"data": {"dataset": "mnist"}}, "data.dataset", "'mnist'"),
     "unknown device": ({"base": {"device": "tpu"}}, "base.device", "'tpu'"),
