@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from advlab.attacks import fab
 from advlab.attacks.fab import fab_t, linf_to_hyperplane
 from advlab.attacks.registry import ATTACKS
 from advlab.data import to_float
@@ -85,6 +86,23 @@ def test_fab_t_goes_towards_its_targets(correct):
     with torch.no_grad():
         fooled_both = model(both).argmax(1) != y
     assert fooled_both.sum() >= fooled.sum() - 1, "more targets fool at least as many"
+
+
+@pytest.mark.parametrize("eps", [0.02, 0.1])
+def test_judging_with_the_gradient_pass_or_apart_gives_the_same_attack(correct, monkeypatch,
+                                                                       eps):
+    """FAB-T may judge an iterate with its gradient pass (then redo the gradient where it pulls
+    a row back) or with a forward pass of its own: a matter of cost, never of result."""
+    model, x, y = correct
+    settings = FabT(steps=20, targets=3)
+    runs = []
+    for cost in (0.0, 1.0):  # 0: judge apart from the first pull-back on; 1: always fused
+        monkeypatch.setattr(fab, "FORWARD_COST", cost)
+        runs.append(fab_t(model, x, y, eps, settings, None))
+    (apart, fused) = runs
+    assert torch.allclose(apart.x, fused.x, atol=1e-6)
+    assert torch.equal(apart.logits.argmax(1), fused.logits.argmax(1))
+    assert (apart.logits.argmax(1) != y).any(), "something to compare: some images fooled"
 
 
 def test_fab_t_is_in_the_registry_and_the_default_ensemble():

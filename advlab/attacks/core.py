@@ -90,12 +90,12 @@ def attack_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     """loss_gradient with the judge's logits of x in place of the fp32 pass's: what the
     evaluation attacks decide on."""
     logits, values, grad = loss_gradient(model, x, y, loss)
-    if not _gradient_pass_is_the_judge(model, x.device):
+    if not gradient_pass_is_the_judge(model, x.device):
         logits = judge(model, x)
     return logits, values, grad
 
 
-def _gradient_pass_is_the_judge(model: nn.Module, device: torch.device) -> bool:
+def gradient_pass_is_the_judge(model: nn.Module, device: torch.device) -> bool:
     """fp32 without autocast off CUDA: evaluating() and no_tf32() change nothing there, so the
     gradient's forward pass computes what judge() computes."""
     return getattr(model, "precision", torch.float32) == torch.float32 and device.type != "cuda"

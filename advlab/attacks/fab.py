@@ -20,10 +20,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from advlab.attacks.core import Draws, Judged, attack_gradient, judge, loss_gradient
+from advlab.attacks.core import (
+    Draws,
+    Judged,
+    attack_gradient,
+    gradient_pass_is_the_judge,
+    judge,
+    loss_gradient,
+)
 from advlab.params import FabT
 
 FEW_ROWS = 1024  # (image, target) rows cheap to batch on any device
+FORWARD_COST = 1 / 3  # a forward pass's cost in forward + backward passes (lab_cnn, CPU: ~0.35)
 NEWTON_STEPS = 50  # at most; each lands on the plane's segment or beyond a kink (see below)
 
 
@@ -83,40 +91,44 @@ def fab_t(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, settin
 def _fab_chunk(model: nn.Module, out: Judged, y: torch.Tensor, targets: torch.Tensor,
                eps: float, settings: FabT) -> Judged:
     """FAB-T with rows (image i, its target k) for every image of out.x (clean, with the
-    judge's logits) and column of targets; out is updated where a row fools within eps."""
+    judge's logits) and column of targets; out is updated where a row fools within eps.
+
+    Each step judges the new iterate, pulls back the rows past the boundary outside eps and
+    takes the gradient at every row's point. Where the gradient's forward pass is the judge
+    (fp32 off CUDA) a step may instead judge with the gradient pass at the iterate and redo
+    the gradient only at the pulled-back rows: cheaper while few rows are pulled back."""
     x, pull_back = out.x.clone(), settings.beta
     image = torch.arange(len(x), device=x.device).repeat_interleave(targets.shape[1])
     target, clean, label = targets.flatten(), x[image], y[image]
     iterate = clean.clone()
-    _, margin, grad = attack_gradient(model, iterate, label, target_margin(target))
+    _, margin, grad = loss_gradient(model, iterate, label, target_margin(target))
+    can_fuse, pulled = gradient_pass_is_the_judge(model, x.device), 0.0
     for it in range(1, settings.steps + 1):
         iterate = _step(iterate, clean, margin, grad, settings)
         last = it == settings.steps
-        if last:
-            logits = judge(model, iterate)
-        else:
+        fused = can_fuse and not last and pulled <= FORWARD_COST
+        if fused:
             logits, margin, grad = attack_gradient(model, iterate, label, target_margin(target))
-        fooled = logits.argmax(1) != label
-        if not fooled.any():
-            continue
-        close = fooled & ((iterate - clean).flatten(1).abs().amax(1) <= eps)
-        if close.any():
-            out, done = _keep_fooling(out, image, Judged(iterate, logits), close)
         else:
-            done = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+            logits = judge(model, iterate)
+        fooled = logits.argmax(1) != label
+        close = fooled & ((iterate - clean).flatten(1).abs().amax(1) <= eps)
+        out, done = _keep_fooling(out, image, Judged(iterate, logits), close)
         if last:
             break
         back = fooled & ~close & ~done[image]  # past the boundary but outside eps: pull back
         iterate[back] = clean[back] + pull_back * (iterate[back] - clean[back])
-        if back.any():
-            rows = back.nonzero().flatten()
-            _, margin[rows], grad[rows] = loss_gradient(model, iterate[rows], label[rows],
-                                                        target_margin(target[rows]))
+        if can_fuse:
+            pulled = back.float().mean().item()
         keep = ~done[image]
-        if not keep.any():
-            break
         image, target, clean, label = image[keep], target[keep], clean[keep], label[keep]
         iterate, margin, grad = iterate[keep], margin[keep], grad[keep]
+        if len(iterate) == 0:
+            break
+        stale = (back[keep] if fused else keep[keep]).nonzero().flatten()
+        if len(stale):  # the rows whose gradient is not yet at their point
+            _, margin[stale], grad[stale] = loss_gradient(model, iterate[stale], label[stale],
+                                                          target_margin(target[stale]))
     return out
 
 
@@ -124,12 +136,14 @@ def _keep_fooling(out: Judged, image: torch.Tensor, iterate: Judged,
                   close: torch.Tensor) -> tuple[Judged, torch.Tensor]:
     """Writes to out, per image with a fooling row within eps (`close`), its first such row
     and its logits; returns out and which images are done. Rows are ordered by image."""
+    done = torch.zeros(len(out.x), dtype=torch.bool, device=out.x.device)
     rows = close.nonzero().flatten()
+    if len(rows) == 0:
+        return out, done
     owner = image[rows]
     rows = rows[torch.cat([owner.new_ones(1, dtype=torch.bool), owner[1:] != owner[:-1]])]
     out.x[image[rows]] = iterate.x[rows]
     out.logits[image[rows]] = iterate.logits[rows]
-    done = torch.zeros(len(out.x), dtype=torch.bool, device=out.x.device)
     done[image[rows]] = True
     return out, done
 

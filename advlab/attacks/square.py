@@ -35,11 +35,8 @@ def square_fraction(p_init: float, proposal: int, queries: int, rescale: bool = 
 
 def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """z_y - max_{j != y} z_j per image: negative once the image is misclassified."""
-    rows = torch.arange(len(y), device=y.device)
-    true = logits[rows, y]
-    others = logits.clone()
-    others[rows, y] = -math.inf
-    return true - others.amax(1)
+    true = logits.gather(1, y[:, None])
+    return true[:, 0] - logits.scatter(1, y[:, None], -math.inf).amax(1)
 
 
 @torch.no_grad()
@@ -50,35 +47,91 @@ def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, setti
     n, c, h, w = x.shape
     stripes = torch.where(draws.uniform(0, (c, 1, w)) >= 0.5, 1.0, -1.0)  # (n, c, 1, w)
     best = (x + eps * stripes).clamp(0, 1)
-    best_logits = judge(model, best)
-    best_margin = margin(best_logits, y)
-    active = torch.nonzero(best_logits.argmax(1) == y).flatten()
-    rows, cols = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
+    out = Judged(best, judge(model, best))
     # per image and proposal: top, left, a sign per channel; drawn at once (one hash pass)
     every = draws.integers(1, 1 << 30, settings.queries * (2 + c)).view(n, -1, 2 + c)
+    search = _Search.of(out, x, y, every)
+    windows = _Windows(h, w, x.device)
     for query in range(1, settings.queries):
-        if len(active) == 0:
+        if search.done:
             break
         fraction = square_fraction(settings.p_init, query - 1, settings.queries, settings.rescale)
-        side = _side(fraction, c, h, w)
-        drawn = every[active, query]
-        top, left = drawn[:, 0] % (h - side + 1), drawn[:, 1] % (w - side + 1)
+        drawn = search.every[:, query]
+        window = windows.at(_side(fraction, c, h, w), drawn[:, 0], drawn[:, 1])
         corner = ((drawn[:, 2:] & 1) * 2 - 1).to(x.dtype).view(-1, c, 1, 1)
-        window = (((rows >= top[:, None]) & (rows < (top + side)[:, None]))[:, None, :, None]
-                  & ((cols >= left[:, None]) & (cols < (left + side)[:, None]))[:, None, None, :])
-        xs, current = x[active], best[active]
-        proposal = torch.where(window, (xs + eps * corner).clamp(0, 1), current)
-        unchanged = ((proposal - current).abs() < 1e-7).flatten(1).all(1)  # same corner drawn:
-        flipped = torch.where(window, (xs - eps * corner).clamp(0, 1), current)  # take the other
-        proposal[unchanged] = flipped[unchanged]
-        logits = judge(model, proposal)
-        new_margin = margin(logits, y[active])
-        better = new_margin < best_margin[active]
-        best[active[better]] = proposal[better]
-        best_logits[active[better]] = logits[better]
-        best_margin[active[better]] = new_margin[better]
-        active = active[best_logits[active].argmax(1) == y[active]]  # fooled: argmax, as judged
-    return Judged(best, best_logits)
+        to_corner = (search.x + eps * corner).clamp(0, 1)
+        moves = ((to_corner - search.best).abs() >= 1e-7) & window
+        corner = torch.where(moves.flatten(1).any(1).view(-1, 1, 1, 1), corner, -corner)
+        proposal = torch.where(window, (search.x + eps * corner).clamp(0, 1), search.best)
+        search.offer(proposal, judge(model, proposal))
+    search.write(out)
+    return out
+
+
+class _Search:
+    """The images still standing, compacted (their index in the batch, clean image, label,
+    draws, best point, its logits and margin): no gather or scatter per query."""
+
+    def __init__(self, **tensors: torch.Tensor) -> None:
+        self.__dict__.update(tensors)
+
+    @classmethod
+    def of(cls, out: Judged, x: torch.Tensor, y: torch.Tensor, every: torch.Tensor) -> _Search:
+        index = torch.nonzero(out.logits.argmax(1) == y).flatten()
+        return cls(index=index, x=x[index], y=y[index], every=every[index], best=out.x[index],
+                   logits=out.logits[index], margin=margin(out.logits[index], y[index]))
+
+    @property
+    def done(self) -> bool:
+        return len(self.index) == 0
+
+    def offer(self, proposal: torch.Tensor, logits: torch.Tensor) -> None:
+        """Keeps each image's proposal if it lowers the margin; an image the kept point fools
+        (by the judge's argmax) is done."""
+        new_margin = margin(logits, self.y)
+        better = new_margin < self.margin
+        self.best = torch.where(better.view(-1, 1, 1, 1), proposal, self.best)
+        self.logits = torch.where(better[:, None], logits, self.logits)
+        self.margin = torch.where(better, new_margin, self.margin)
+        self.fooled = self.logits.argmax(1) != self.y
+        if self.fooled.any():
+            self._drop_fooled()
+
+    def _drop_fooled(self) -> None:
+        self.written = getattr(self, "written", [])
+        self.written.append((self.index[self.fooled], self.best[self.fooled],
+                             self.logits[self.fooled]))
+        keep = ~self.fooled
+        for name in ("index", "x", "y", "every", "best", "logits", "margin", "fooled"):
+            setattr(self, name, getattr(self, name)[keep])
+
+    def write(self, out: Judged) -> None:
+        """Every image's point and logits into out: the fooling ones, then the standing."""
+        for index, best, logits in [*getattr(self, "written", []),
+                                    (self.index, self.best, self.logits)]:
+            out.x[index], out.logits[index] = best, logits
+
+
+class _Windows:
+    """Per image a square window (n, 1, h, w) bool of a side at (top, left) drawn as integers:
+    two lookups in tables of row and column bands, built once per side."""
+
+    def __init__(self, h: int, w: int, device: torch.device) -> None:
+        self.h, self.w, self.device, self.side = h, w, device, 0
+
+    def at(self, side: int, top_draw: torch.Tensor, left_draw: torch.Tensor) -> torch.Tensor:
+        if side != self.side:
+            self.side = side
+            self.rows, self.cols = self._bands(self.h), self._bands(self.w)
+        rows = self.rows[top_draw % (self.h - side + 1)]
+        cols = self.cols[left_draw % (self.w - side + 1)]
+        return rows[:, None, :, None] & cols[:, None, None, :]
+
+    def _bands(self, size: int) -> torch.Tensor:
+        """(size - side + 1, size) bool: row k holds the band [k, k + side)."""
+        at = torch.arange(size, device=self.device)
+        start = torch.arange(size - self.side + 1, device=self.device)[:, None]
+        return (at >= start) & (at < start + self.side)
 
 
 def _side(fraction: float, c: int, h: int, w: int) -> int:
