@@ -9,10 +9,10 @@ accuracies must agree within 1% of the images (2 of 200), and ours is then never
 
 Why 1% holds: both sides run the same algorithms with the same budgets, each attack only on
 the images the earlier ones left standing, and both keep an image fooled once fooled. FAB-T
-draws nothing at random in the standard version; what differs is the random draws of APGD's
-start and of Square's search (different generators), Square's p-schedule where this project
-still rescales it, and float summation order (batched targets). Those move only images whose
-verdict hangs on a random draw, a handful at most; on this model the counts were identical
+draws nothing at random in the standard version, and Square runs AutoAttack's p-schedule
+(`rescale: false`); what differs is the random draws of APGD's start and of Square's search
+(different generators) and float summation order (batched targets). Those move only images
+whose verdict hangs on a random draw, a handful at most; on this model the counts were identical
 after every attack at both eps when measured (71, 68, 68, 68 and 24, 22, 22, 22 of 200).
 Both sides are seeded, so the test is deterministic on a machine.
 """

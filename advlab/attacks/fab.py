@@ -54,9 +54,11 @@ def linf_to_hyperplane(t: torch.Tensor, w: torch.Tensor, excess: torch.Tensor) -
     for _ in range(NEWTON_STEPS):
         if len(active) == 0:
             break
-        r, rooms, weights = radius[active, None], room[active], weight[active]
-        gap = need[active] - (weights * torch.minimum(rooms, r)).sum(1)
-        slope = (weights * (rooms > r)).sum(1)
+        every = len(active) == len(t)  # the common case: no copy of the rows
+        rooms, weights = (room, weight) if every else (room[active], weight[active])
+        r = radius[active, None]
+        gap = need[active] - torch.minimum(rooms, r).mul_(weights).sum(1)
+        slope = torch.where(rooms > r, weights, 0.0).sum(1)
         radius[active] += (gap / slope.clamp_min(1e-30)).clamp_min(0)
         active = active[gap > 1e-6 * need[active]]
     radius = torch.where(reachable, radius, torch.inf)
