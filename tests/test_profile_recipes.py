@@ -20,7 +20,8 @@ TINY = ["-S", "base.device=cpu", "-S", "data.dataset=synthetic",
         "-S", "data.synthetic_train=300", "-S", "data.synthetic_test=100",
         "-S", "train.epochs=1", "-S", "attack.max_images=20", "-S", "attack.epsilons=[0,0.03]",
         "-S", "attack.apgd_ce.steps=2", "-S", "attack.apgd_t.steps=2",
-        "-S", "attack.apgd_t.targets=1", "-S", "attack.square.queries=5"]
+        "-S", "attack.apgd_t.targets=1", "-S", "attack.fab_t.steps=2",
+        "-S", "attack.fab_t.targets=1", "-S", "attack.square.queries=5"]
 ROBUST_VAL = ["-S", "data.train_size=200", "-S", "data.val_size=100",
               "-S", "train.robust_val_images=20", "-S", "train.robust_val_steps=2"]
 RECIPES = {  # profile: its tiny sizes, and what its run must show
