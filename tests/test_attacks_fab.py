@@ -88,9 +88,7 @@ def test_fab_t_goes_towards_its_targets(correct):
     assert fooled_both.sum() >= fooled.sum() - 1, "more targets fool at least as many"
 
 
-@pytest.mark.parametrize("eps", [0.02, 0.1])
-def test_judging_with_the_gradient_pass_or_apart_gives_the_same_attack(correct, monkeypatch,
-                                                                       eps):
+def test_judging_with_the_gradient_pass_or_apart_gives_the_same_attack(correct, monkeypatch):
     """FAB-T may judge an iterate with its gradient pass (then redo the gradient where it pulls
     a row back) or with a forward pass of its own: a matter of cost, never of result."""
     model, x, y = correct
@@ -98,11 +96,11 @@ def test_judging_with_the_gradient_pass_or_apart_gives_the_same_attack(correct, 
     runs = []
     for cost in (0.0, 1.0):  # 0: judge apart from the first pull-back on; 1: always fused
         monkeypatch.setattr(fab, "FORWARD_COST", cost)
-        runs.append(fab_t(model, x, y, eps, settings, None))
+        runs.append(fab_t(model, x[:40], y[:40], 0.02, settings, None))
     (apart, fused) = runs
     assert torch.allclose(apart.x, fused.x, atol=1e-6)
     assert torch.equal(apart.logits.argmax(1), fused.logits.argmax(1))
-    assert (apart.logits.argmax(1) != y).any(), "something to compare: some images fooled"
+    assert (apart.logits.argmax(1) != y[:40]).any(), "something to compare: some images fooled"
 
 
 def test_fab_t_is_in_the_registry_and_the_default_ensemble():
