@@ -70,7 +70,8 @@ def square(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, setti
 
 class _Search:
     """The images still standing, compacted (their index in the batch, clean image, label,
-    draws, best point, its logits and margin): no gather or scatter per query."""
+    draws, best point, its logits and margin): no gather or scatter per query. The fooled
+    ones wait in `written` (index, point, logits) until write()."""
 
     def __init__(self, **tensors: torch.Tensor) -> None:
         self.__dict__.update(tensors)
@@ -78,8 +79,10 @@ class _Search:
     @classmethod
     def of(cls, out: Judged, x: torch.Tensor, y: torch.Tensor, every: torch.Tensor) -> _Search:
         index = torch.nonzero(out.logits.argmax(1) == y).flatten()
-        return cls(index=index, x=x[index], y=y[index], every=every[index], best=out.x[index],
-                   logits=out.logits[index], margin=margin(out.logits[index], y[index]))
+        search = cls(index=index, x=x[index], y=y[index], every=every[index], best=out.x[index],
+                     logits=out.logits[index], margin=margin(out.logits[index], y[index]))
+        search.written = []
+        return search
 
     @property
     def done(self) -> bool:
@@ -93,22 +96,19 @@ class _Search:
         self.best = torch.where(better.view(-1, 1, 1, 1), proposal, self.best)
         self.logits = torch.where(better[:, None], logits, self.logits)
         self.margin = torch.where(better, new_margin, self.margin)
-        self.fooled = self.logits.argmax(1) != self.y
-        if self.fooled.any():
-            self._drop_fooled()
+        fooled = self.logits.argmax(1) != self.y
+        if fooled.any():
+            self._drop(fooled)
 
-    def _drop_fooled(self) -> None:
-        self.written = getattr(self, "written", [])
-        self.written.append((self.index[self.fooled], self.best[self.fooled],
-                             self.logits[self.fooled]))
-        keep = ~self.fooled
-        for name in ("index", "x", "y", "every", "best", "logits", "margin", "fooled"):
+    def _drop(self, fooled: torch.Tensor) -> None:
+        self.written.append((self.index[fooled], self.best[fooled], self.logits[fooled]))
+        keep = ~fooled
+        for name in ("index", "x", "y", "every", "best", "logits", "margin"):
             setattr(self, name, getattr(self, name)[keep])
 
     def write(self, out: Judged) -> None:
         """Every image's point and logits into out: the fooling ones, then the standing."""
-        for index, best, logits in [*getattr(self, "written", []),
-                                    (self.index, self.best, self.logits)]:
+        for index, best, logits in [*self.written, (self.index, self.best, self.logits)]:
             out.x[index], out.logits[index] = best, logits
 
 
