@@ -24,14 +24,15 @@ from torch import nn
 from advlab.attacks.core import judge, uniform_start
 from advlab.attacks.fgsm import fgsm_gradient_sign
 from advlab.attacks.pgd import pgd
-from advlab.attacks.robustness import sweep
-from advlab.data import ImageSet, to_float
-from advlab.datasets import synthetic_images
-from advlab.device import pick_device, prepare_model
-from advlab.evaluate import predict_logits
+from advlab.core.device import pick_device, prepare_model
+from advlab.data.datasets import synthetic_images
+from advlab.data.images import ImageSet, to_float
+from advlab.evaluation.classification import predict_logits
+from advlab.evaluation.robustness import sweep
 from advlab.models import build_model, model_config
-from advlab.params import Attack, Pgd, Train
-from advlab.train import FitJob, fit
+from advlab.params.attack import Attack, Pgd
+from advlab.params.train import Train
+from advlab.training.loop import FitJob, fit
 
 
 def old_pgd_sweep(model: nn.Module, test_set: ImageSet, epsilons: tuple[float, ...],

@@ -22,13 +22,14 @@ import torch
 from torch import nn
 
 from advlab.attacks.core import loss_gradient
-from advlab.attacks.robustness import sweep
-from advlab.data import to_float
-from advlab.datasets import synthetic_images
-from advlab.device import prepare_model
+from advlab.core.device import prepare_model
+from advlab.data.datasets import synthetic_images
+from advlab.data.images import to_float
+from advlab.evaluation.robustness import sweep
 from advlab.models import build_model, model_config
-from advlab.params import ApgdT, Square, Train
-from advlab.train import FitJob, fit
+from advlab.params.attack import ApgdT, Square
+from advlab.params.train import Train
+from advlab.training.loop import FitJob, fit
 
 
 class Counting(nn.Module):

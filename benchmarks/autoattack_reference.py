@@ -35,14 +35,15 @@ from pyautoattack import square as reference_square
 from torch import nn
 
 from advlab.attacks import registry
-from advlab.attacks.robustness import worst_case
-from advlab.data import to_float
-from advlab.datasets import synthetic_images
-from advlab.device import prepare_model
+from advlab.attacks.reference import reference_autoattack
+from advlab.core.device import prepare_model
+from advlab.data.datasets import synthetic_images
+from advlab.data.images import to_float
+from advlab.evaluation.robustness import worst_case
 from advlab.models import build_model, model_config
-from advlab.params import Attack, Train
-from advlab.reference import reference_autoattack
-from advlab.train import FitJob, fit
+from advlab.params.attack import Attack
+from advlab.params.train import Train
+from advlab.training.loop import FitJob, fit
 
 ENSEMBLE = ("apgd_ce", "apgd_t", "fab_t", "square")
 

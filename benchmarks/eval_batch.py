@@ -16,13 +16,13 @@ import statistics
 
 import torch
 
-from advlab.attacks.robustness import fgsm_sweep
-from advlab.datasets import synthetic_images
-from advlab.device import pick_device, pick_precision, prepare_model
-from advlab.evaluate import classification_report, evaluation_batch_size
+from advlab.core.device import pick_device, pick_precision, prepare_model
+from advlab.core.timing import seconds
+from advlab.data.datasets import synthetic_images
+from advlab.evaluation.classification import classification_report, evaluation_batch_size
+from advlab.evaluation.robustness import fgsm_sweep
 from advlab.models import build_model, model_config
-from advlab.params import Attack
-from advlab.timing import seconds
+from advlab.params.attack import Attack
 
 
 def main() -> None:

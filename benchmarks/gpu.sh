@@ -44,7 +44,7 @@ step() {  # step TITLE COMMAND...: runs it, its output into the summary as a cod
 
 profile() {  # profile NAME_OF_RESULTS -S ...: the synthetic profile on CUDA in the clone
   local name=$1; shift
-  (cd "$work/repo" && PYTHONPATH="$work/repo" python -m advlab.profile synthetic \
+  (cd "$work/repo" && PYTHONPATH="$work/repo" python -m advlab.experiments.profile synthetic \
      -S base.device=cuda "$@" --save "$out/$name")
 }
 

@@ -17,13 +17,14 @@ import time
 import torch
 from tqdm import tqdm
 
-from advlab.attacks.robustness import fgsm_sweep
-from advlab.datasets import synthetic_images
-from advlab.device import pick_device, prepare_model
-from advlab.evaluate import predict_logits
+from advlab.core.device import pick_device, prepare_model
+from advlab.data.datasets import synthetic_images
+from advlab.evaluation.classification import predict_logits
+from advlab.evaluation.robustness import fgsm_sweep
 from advlab.models import build_model, model_config
-from advlab.params import Attack, Train
-from advlab.train import FitJob, train_epoch
+from advlab.params.attack import Attack
+from advlab.params.train import Train
+from advlab.training.loop import FitJob, train_epoch
 
 
 def main() -> None:

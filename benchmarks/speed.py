@@ -34,19 +34,20 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchvision import transforms
 from tqdm import tqdm
 
-from advlab.data import ImageSet
-from advlab.datasets import synthetic_images
-from advlab.device import pick_device, pick_precision, prepare_model
-from advlab.distributed import SINGLE, wrap
-from advlab.evaluate import AUTO_BATCH, classification_report
+from advlab.core.device import pick_device, pick_precision, prepare_model
+from advlab.core.timing import seconds
+from advlab.data.datasets import synthetic_images
+from advlab.data.images import ImageSet
+from advlab.evaluation.classification import AUTO_BATCH, classification_report
 from advlab.models import ARCHITECTURES, build_model, model_config, new_model
-from advlab.optim import make_optimizer
-from advlab.params import Attack, Train
-from advlab.timing import seconds
-from advlab.train import FitJob, train_epoch
+from advlab.params.attack import Attack
+from advlab.params.train import Train
+from advlab.training.distributed import SINGLE, wrap
+from advlab.training.loop import FitJob, train_epoch
+from advlab.training.optim import make_optimizer
 
 try:
-    from advlab.attacks.robustness import fgsm_sweep
+    from advlab.evaluation.robustness import fgsm_sweep
 except ImportError:  # the project's FGSM lands with issue 3
     fgsm_sweep = None
 

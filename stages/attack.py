@@ -4,20 +4,20 @@ worst case over them and the attack.ensemble cascade."""
 
 import argparse
 
-from advlab.attacks.metrics import save_metrics
 from advlab.attacks.registry import check_classes, settings_of
-from advlab.attacks.robustness import AttackResult, attack_subset, sweep, worst_case
-from advlab.data import load_splits
-from advlab.device import pick_device, pick_precision, prepare_model
-from advlab.environment import environment
-from advlab.evaluate import evaluation_batch_size
-from advlab.figures import attack_examples, save_png
-from advlab.io import write_json
+from advlab.core.device import pick_device, pick_precision, prepare_model
+from advlab.core.environment import environment
+from advlab.core.io import write_json
+from advlab.core.stage import path_arg, run_stage
+from advlab.core.timing import throughput
+from advlab.data.images import load_splits
+from advlab.evaluation.attack_metrics import save_metrics
+from advlab.evaluation.classification import evaluation_batch_size
+from advlab.evaluation.robustness import AttackResult, attack_subset, sweep, worst_case
 from advlab.models import load_model
 from advlab.params import load_params
-from advlab.stage import path_arg, run_stage
-from advlab.tensorboard_log import log_attack, open_writer
-from advlab.timing import throughput
+from advlab.reporting.figures import attack_examples, save_png
+from advlab.reporting.tensorboard_log import log_attack, open_writer
 
 
 def report(result: AttackResult) -> None:

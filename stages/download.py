@@ -2,9 +2,9 @@
 
 import argparse
 
-from advlab.datasets import fetch
+from advlab.core.stage import path_arg, run_stage
+from advlab.data.datasets import fetch
 from advlab.params import load_params
-from advlab.stage import path_arg, run_stage
 
 
 def main(args: argparse.Namespace) -> None:

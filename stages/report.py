@@ -2,13 +2,13 @@
 
 import argparse
 
-from advlab.figures import png_bytes
-from advlab.io import atomic_path, write_text
+from advlab.core.io import atomic_path, write_text
+from advlab.core.stage import path_arg, run_stage
 from advlab.models import load_model, parameter_table
 from advlab.params import load_params
-from advlab.report import make_figures, read_metrics, render_html
-from advlab.stage import path_arg, run_stage
-from advlab.tensorboard_log import log_figures, log_png, open_writer
+from advlab.reporting.figures import png_bytes
+from advlab.reporting.report import make_figures, read_metrics, render_html
+from advlab.reporting.tensorboard_log import log_figures, log_png, open_writer
 
 
 def main(args: argparse.Namespace) -> None:

@@ -2,10 +2,10 @@
 
 import argparse
 
-from advlab.data import split_train_val
-from advlab.datasets import read_raw
+from advlab.core.stage import path_arg, run_stage
+from advlab.data.datasets import read_raw
+from advlab.data.images import split_train_val
 from advlab.params import load_params
-from advlab.stage import path_arg, run_stage
 
 
 def main(args: argparse.Namespace) -> None:

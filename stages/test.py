@@ -2,16 +2,16 @@
 
 import argparse
 
-from advlab.data import load_splits
-from advlab.device import pick_device, pick_precision, prepare_model
-from advlab.environment import environment
-from advlab.evaluate import classification_report, evaluation_batch_size
-from advlab.io import write_csv, write_json
+from advlab.core.device import pick_device, pick_precision, prepare_model
+from advlab.core.environment import environment
+from advlab.core.io import write_csv, write_json
+from advlab.core.stage import path_arg, run_stage
+from advlab.core.timing import Stopwatch, throughput
+from advlab.data.images import load_splits
+from advlab.evaluation.classification import classification_report, evaluation_batch_size
 from advlab.models import load_model
 from advlab.params import load_params
-from advlab.stage import path_arg, run_stage
-from advlab.tensorboard_log import log_test, open_writer
-from advlab.timing import Stopwatch, throughput
+from advlab.reporting.tensorboard_log import log_test, open_writer
 
 
 def main(args: argparse.Namespace) -> None:

@@ -12,18 +12,18 @@ from pathlib import Path
 import torch
 from torch.utils.tensorboard import SummaryWriter
 
-from advlab import distributed
-from advlab.checkpoint import fit_resumable, run_inputs
-from advlab.data import load_splits, to_float
-from advlab.device import pick_device, pick_precision, prepare_model
-from advlab.environment import environment
-from advlab.evaluate import evaluation_batch_size
+from advlab.core.device import pick_device, pick_precision, prepare_model
+from advlab.core.environment import environment
+from advlab.core.stage import path_arg, run_stage
+from advlab.data.images import load_splits, to_float
+from advlab.evaluation.classification import evaluation_batch_size
 from advlab.models import format_parameter_table, new_model, parameter_table, save_model
 from advlab.params import Params, load_params
-from advlab.stage import path_arg, run_stage
-from advlab.tensorboard_log import log_epoch, log_graph, log_hparams, open_writer
-from advlab.train import EpochResult, FitJob, overfitting_line
-from advlab.train_metrics import write_train_metrics
+from advlab.reporting.tensorboard_log import log_epoch, log_graph, log_hparams, open_writer
+from advlab.training import distributed
+from advlab.training.checkpoint import fit_resumable, run_inputs
+from advlab.training.loop import EpochResult, FitJob, overfitting_line
+from advlab.training.metrics import write_train_metrics
 
 
 def main(args: argparse.Namespace) -> None:

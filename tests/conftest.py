@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from advlab.data import ImageSet
-from advlab.datasets import synthetic_images
+from advlab.data.datasets import synthetic_images
+from advlab.data.images import ImageSet
 from advlab.models import LabCNN, build_model, model_config
-from advlab.params import Train
-from advlab.train import FitJob, fit
+from advlab.params.train import Train
+from advlab.training.loop import FitJob, fit
 
 # Tiny models and single-image passes gain nothing from threads, and on 2 busy cores each op's
 # thread barrier can wait out a scheduler time slice (measured up to 30x slower): one thread.

@@ -11,15 +11,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from advlab.attacks.fgsm import fgsm_gradient_sign, perturb
-from advlab.attacks.metrics import summary
-from advlab.attacks.robustness import fgsm_sweep
-from advlab.data import ImageSet, to_float
-from advlab.datasets import synthetic_images
-from advlab.device import pick_device, pick_precision, prepare_model
-from advlab.evaluate import classification_report, predict_logits
+from advlab.core.device import pick_device, pick_precision, prepare_model
+from advlab.data.datasets import synthetic_images
+from advlab.data.images import ImageSet, to_float
+from advlab.evaluation.attack_metrics import summary
+from advlab.evaluation.classification import classification_report, predict_logits
+from advlab.evaluation.robustness import fgsm_sweep
 from advlab.models import LabCNN, build_model, model_config
-from advlab.params import ParamsError, Train, parse_params
-from advlab.train import FitJob, fit
+from advlab.params import parse_params
+from advlab.params.fields import ParamsError
+from advlab.params.train import Train
+from advlab.training.loop import FitJob, fit
 
 EPSILONS = (0.0, 0.03, 0.1, 0.3)
 

@@ -10,13 +10,15 @@ from torch import nn
 
 from advlab.attacks.apgd import checkpoints
 from advlab.attacks.core import Draws
-from advlab.attacks.metrics import summary
 from advlab.attacks.pgd import pgd, pgd_until_fooled
 from advlab.attacks.registry import ATTACKS
-from advlab.attacks.robustness import attack_subset, fgsm_sweep, sweep, worst_case
 from advlab.attacks.square import square_fraction
-from advlab.data import ImageSet, to_float
-from advlab.params import Apgd, ApgdT, FabT, ParamsError, Pgd, Square, parse_params
+from advlab.data.images import ImageSet, to_float
+from advlab.evaluation.attack_metrics import summary
+from advlab.evaluation.robustness import attack_subset, fgsm_sweep, sweep, worst_case
+from advlab.params import parse_params
+from advlab.params.attack import Apgd, ApgdT, FabT, Pgd, Square
+from advlab.params.fields import ParamsError
 
 EPSILONS = (0.0, 0.02, 0.05)
 SETTINGS = {"pgd": Pgd(steps=10), "apgd_ce": Apgd(steps=10), "apgd_t": ApgdT(steps=10, targets=3),

@@ -10,8 +10,9 @@ import torch
 from advlab.attacks import fab
 from advlab.attacks.fab import fab_t, linf_to_hyperplane
 from advlab.attacks.registry import ATTACKS
-from advlab.data import to_float
-from advlab.params import FabT, parse_params
+from advlab.data.images import to_float
+from advlab.params import parse_params
+from advlab.params.attack import FabT
 
 
 def _change_at(radius: torch.Tensor, room: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

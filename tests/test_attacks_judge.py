@@ -11,14 +11,14 @@ import pytest
 import torch
 from torch import nn
 
-import advlab.attacks.robustness as robustness
+import advlab.evaluation.robustness as robustness
 from advlab.attacks.apgd import apgd
 from advlab.attacks.core import Draws, cross_entropy, judge
 from advlab.attacks.registry import ATTACKS
-from advlab.attacks.robustness import sweep, worst_case
-from advlab.data import ImageSet, to_float
-from advlab.device import prepare_model
-from advlab.params import Apgd, ApgdT, Pgd, Square
+from advlab.core.device import prepare_model
+from advlab.data.images import ImageSet, to_float
+from advlab.evaluation.robustness import sweep, worst_case
+from advlab.params.attack import Apgd, ApgdT, Pgd, Square
 
 CPU = torch.device("cpu")
 BUDGETS = {"pgd": Pgd(steps=10), "apgd_ce": Apgd(steps=10), "apgd_t": ApgdT(steps=10, targets=3),

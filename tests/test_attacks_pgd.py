@@ -15,15 +15,18 @@ import yaml
 
 from advlab.attacks.core import uniform_start
 from advlab.attacks.fgsm import fgsm_gradient_sign, perturb
-from advlab.attacks.metrics import save_metrics
 from advlab.attacks.pgd import pgd
-from advlab.attacks.robustness import fgsm_sweep, sweep
 from advlab.attacks.training import adversarial_batch
-from advlab.data import ImageSet, to_float
-from advlab.datasets import synthetic_images
+from advlab.data.datasets import synthetic_images
+from advlab.data.images import ImageSet, to_float
+from advlab.evaluation.attack_metrics import save_metrics
+from advlab.evaluation.robustness import fgsm_sweep, sweep
 from advlab.models import ModelConfig, build_model
-from advlab.params import ParamsError, Pgd, Train, parse_params
-from advlab.report import attack_rows, read_csv
+from advlab.params import parse_params
+from advlab.params.attack import Pgd
+from advlab.params.fields import ParamsError
+from advlab.params.train import Train
+from advlab.reporting.report import attack_rows, read_csv
 
 EPSILONS = (0.0, 0.03, 0.1)
 

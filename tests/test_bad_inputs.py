@@ -11,19 +11,20 @@ import torch
 import yaml
 from conftest import run_stage_script
 
-from advlab import io as advlab_io
 from advlab import params as params_module
-from advlab import profile
-from advlab.data import ImageSet
-from advlab.datasets import (
+from advlab.core import io as advlab_io
+from advlab.data.datasets import (
     CIFAR_DIR,
     DatasetError,
     read_raw,
     synthetic_images,
     write_cifar_batches,
 )
+from advlab.data.images import ImageSet
+from advlab.experiments import profile
 from advlab.models import build_model, model_config, save_model
-from advlab.params import ParamsError, load_params, parse_params
+from advlab.params import load_params, parse_params
+from advlab.params.fields import ParamsError
 
 
 def one_line(err: pytest.ExceptionInfo) -> str:
@@ -143,7 +144,7 @@ def test_profile_save_copies_atomically(tmp_path, monkeypatch):
 def test_tensorboard_writer_is_closed_when_training_raises(tmp_path, monkeypatch):
     from torch.utils.tensorboard import SummaryWriter
 
-    import advlab.checkpoint
+    import advlab.training.checkpoint
 
     sets = synthetic_images(40, 0)
     sets.subset(torch.arange(30)).save(tmp_path / "splits/train.pt")
@@ -156,7 +157,7 @@ def test_tensorboard_writer_is_closed_when_training_raises(tmp_path, monkeypatch
     def broken_fit(*args, **kwargs):
         raise RuntimeError("a bug mid-training")
 
-    monkeypatch.setattr(advlab.checkpoint, "fit_resumable", broken_fit)
+    monkeypatch.setattr(advlab.training.checkpoint, "fit_resumable", broken_fit)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(RuntimeError, match="a bug mid-training"):
         run_stage_script(monkeypatch, "train.py", "--splits", "splits", "--model", "m.pt",

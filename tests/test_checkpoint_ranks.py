@@ -11,10 +11,10 @@ import pytest
 import torch
 import yaml
 
-from advlab.datasets import synthetic_images
-from advlab.distributed import check_processes, torchrun_command
-from advlab.io import load_torch
-from advlab.params import ParamsError
+from advlab.core.io import load_torch
+from advlab.data.datasets import synthetic_images
+from advlab.params.fields import ParamsError
+from advlab.training.distributed import check_processes, torchrun_command
 
 STAGE = Path(__file__).resolve().parents[1] / "stages" / "train.py"
 ARGS = ["--splits", "splits", "--model", "m.pt", "--metrics", "metrics", "--tensorboard", "tb",

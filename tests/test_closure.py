@@ -9,9 +9,9 @@ import pytest
 import torch
 import yaml
 
-from advlab.checkpoint import run_inputs
-from advlab.closure import import_closure, stage_closures, stage_script
+from advlab.core.closure import import_closure, stage_closures, stage_script
 from advlab.params import Params
+from advlab.training.checkpoint import run_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
@@ -29,13 +29,14 @@ def test_dvc_yaml_code_deps_are_the_stage_import_closure(name):
     assert not missing and not extra, (
         f"dvc.yaml stage {name!r}: deps miss {missing} and list {extra} that "
         f"{stage_script(STAGES[name]['cmd'])} does not import "
-        "(`python -m advlab.closure` prints every stage's closure)")
+        "(`python -m advlab.core.closure` prints every stage's closure)")
 
 
 def test_every_stage_reaches_the_shared_modules():
     """The modules the issue found missing from every stage's deps."""
     for name, closure in stage_closures(ROOT).items():
-        assert {"advlab/io.py", "advlab/params.py", "advlab/stage.py"} <= set(closure), name
+        assert {"advlab/core/io.py", "advlab/params/__init__.py",
+                "advlab/core/stage.py"} <= set(closure), name
 
 
 def test_the_train_checkpoint_fingerprints_the_train_stage_closure():

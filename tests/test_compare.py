@@ -1,6 +1,6 @@
-"""advlab.compare on a real `dvc exp show --json` document, trimmed (fixtures/exp_show.json: two
-CI-profile experiments, ci-a with lr 0.001 and FGSM, ci-b with lr 0.003 and FGSM + PGD, the
-workspace holding ci-b, and HEAD without metrics)."""
+"""advlab.experiments.compare on a real `dvc exp show --json` document, trimmed
+(fixtures/exp_show.json: two CI-profile experiments, ci-a with lr 0.001 and FGSM, ci-b with lr 0.003
+and FGSM + PGD, the workspace holding ci-b, and HEAD without metrics)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from advlab import compare
-from advlab.compare import CompareError, Experiment
+from advlab.experiments import compare
+from advlab.experiments.compare import CompareError, Experiment
 
 FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "exp_show.json").read_text())
 REPO = Path(__file__).resolve().parents[1]

@@ -15,11 +15,11 @@ import torch
 from torch._dynamo.utils import counters
 from tqdm import tqdm
 
-from advlab.data import ImageSet
-from advlab.distributed import SINGLE, unwrap, wrap
+from advlab.data.images import ImageSet
 from advlab.models import new_model
-from advlab.params import Train
-from advlab.train import FitJob, train_epoch
+from advlab.params.train import Train
+from advlab.training.distributed import SINGLE, unwrap, wrap
+from advlab.training.loop import FitJob, train_epoch
 
 
 @pytest.mark.slow  # inductor's C++ compile: about 20 s of CPU, a minute on 2 busy cores

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from advlab import datasets
-from advlab.datasets import (
+from advlab.data import datasets
+from advlab.data.datasets import (
     CIFAR_DIR,
     DatasetError,
     fetch,
@@ -13,7 +13,7 @@ from advlab.datasets import (
     synthetic_images,
     write_cifar_batches,
 )
-from advlab.params import Data
+from advlab.params.data import Data
 
 
 def test_synthetic_data_round_trips_through_the_cifar_loader(tmp_path):
@@ -66,7 +66,7 @@ def test_offline_without_archive_fails_fast_with_what_to_do(tmp_path, monkeypatc
     with pytest.raises(DatasetError) as err:
         fetch(tmp_path, Data(dataset="cifar10"))
     message = str(err.value)
-    assert "cifar-10-python.tar.gz" in message and "advlab.profile" in message
+    assert "cifar-10-python.tar.gz" in message and "advlab.experiments.profile" in message
 
 
 def test_synthetic_set_already_there_is_not_generated_again(tmp_path, monkeypatch):

@@ -13,9 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from advlab import datasets
-from advlab.data import load_splits
-from advlab.datasets import (
+from advlab.data import datasets
+from advlab.data.datasets import (
     CIFAR_ARCHIVE,
     CIFAR_DIR,
     DatasetError,
@@ -26,6 +25,7 @@ from advlab.datasets import (
     synthetic_images,
     write_cifar_batches,
 )
+from advlab.data.images import load_splits
 
 
 @pytest.fixture

@@ -12,12 +12,12 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from tqdm import tqdm
 
-import advlab.train
-from advlab.data import ImageSet
-from advlab.distributed import SINGLE, Ranks
+import advlab.training.loop
+from advlab.data.images import ImageSet
 from advlab.models import build_model, model_config
-from advlab.params import Train
-from advlab.train import BatchNoise, FitJob, draw_noise, dropout_seed
+from advlab.params.train import Train
+from advlab.training.distributed import SINGLE, Ranks
+from advlab.training.loop import BatchNoise, FitJob, draw_noise, dropout_seed
 
 CFG = Train(epochs=1, batch_size=8, augment=True, adversarial="fgsm_rs")
 MODES = ("fgsm_rs", "n_fgsm", "trades")
@@ -38,7 +38,7 @@ def recorded_epoch(ranks: Ranks, mode: str = "fgsm_rs") -> dict[str, list[torch.
     torch.manual_seed(0)
     model = build_model(model_config("lab_cnn", data))
     record: dict[str, list[torch.Tensor]] = {"inputs": [], "starts": [], "dropout": []}
-    attack = advlab.train.adversarial_batch
+    attack = advlab.training.loop.adversarial_batch
 
     def recording_attack(model, x, y, cfg, start):
         record["inputs"].append(x.clone())
@@ -49,13 +49,13 @@ def recorded_epoch(ranks: Ranks, mode: str = "fgsm_rs") -> dict[str, list[torch.
     dropout.register_forward_hook(  # the mask, where known: ReLU zeros stay zero either way
         lambda module, args, out: record["dropout"].append(torch.where(
             args[0] != 0, (out != 0).float(), torch.nan)) if module.training else None)
-    advlab.train.adversarial_batch = recording_attack
+    advlab.training.loop.adversarial_batch = recording_attack
     try:
         trained = model if ranks.world == 1 else torch.nn.parallel.DistributedDataParallel(model)
         with tqdm(total=4, disable=True) as bar:
-            advlab.train.train_epoch(FitJob(trained, data, data, cfg, 0, 8, ranks), 5, bar)
+            advlab.training.loop.train_epoch(FitJob(trained, data, data, cfg, 0, 8, ranks), 5, bar)
     finally:
-        advlab.train.adversarial_batch = attack
+        advlab.training.loop.adversarial_batch = attack
     return record
 
 

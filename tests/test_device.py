@@ -5,11 +5,11 @@ import copy
 import torch
 from conftest import train_tiny
 
-from advlab.device import pick_device, prepare_model
-from advlab.evaluate import predict_logits
+from advlab.core.device import pick_device, prepare_model
+from advlab.evaluation.classification import predict_logits
 from advlab.models import build_model, model_config
-from advlab.params import Train
-from advlab.train import FitJob, fit
+from advlab.params.train import Train
+from advlab.training.loop import FitJob, fit
 
 
 def prepared_copy(model: torch.nn.Module) -> torch.nn.Module:

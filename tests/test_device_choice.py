@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from advlab.device import pick_device
-from advlab.errors import DeviceError
+from advlab.core.device import pick_device
+from advlab.core.errors import DeviceError
 
 
 @pytest.fixture

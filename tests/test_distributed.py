@@ -9,9 +9,9 @@ import pytest
 import torch
 import yaml
 
-from advlab.datasets import synthetic_images
-from advlab.distributed import torchrun_command
+from advlab.data.datasets import synthetic_images
 from advlab.models import load_model
+from advlab.training.distributed import torchrun_command
 
 STAGE = Path(__file__).resolve().parents[1] / "stages" / "train.py"
 

@@ -15,13 +15,13 @@ import pytest
 import torch
 import yaml
 
-from advlab.data import ImageSet, split_train_val
-from advlab.datasets import read_raw, synthetic_images
-from advlab.device import pick_device
-from advlab.errors import InputError
-from advlab.io import load_torch
+from advlab.core.device import pick_device
+from advlab.core.errors import InputError
+from advlab.core.io import load_torch
+from advlab.core.stage import run_stage
+from advlab.data.datasets import read_raw, synthetic_images
+from advlab.data.images import ImageSet, split_train_val
 from advlab.params import DVC_EXPERIMENT, load_params
-from advlab.stage import run_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,7 +87,7 @@ def test_a_bug_propagates_from_run_stage(capsys, bug):
 
 def test_a_bug_in_a_stage_process_prints_its_traceback(tmp_path):
     script = tmp_path / "stage.py"
-    script.write_text("import argparse, torch\nfrom advlab.stage import run_stage\n"
+    script.write_text("import argparse, torch\nfrom advlab.core.stage import run_stage\n"
                       "def shape_bug():\n    torch.nn.Linear(3, 4)(torch.zeros(2, 5))\n"
                       "run_stage('demo', lambda args: shape_bug(), argparse.ArgumentParser())\n")
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,

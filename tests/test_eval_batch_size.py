@@ -2,7 +2,7 @@
 
 import torch
 
-from advlab.evaluate import AUTO_BATCH, evaluation_batch_size, predict_logits
+from advlab.evaluation.classification import AUTO_BATCH, evaluation_batch_size, predict_logits
 from advlab.params import Params, parse_params
 
 

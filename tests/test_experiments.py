@@ -1,5 +1,5 @@
 """The experiments workflow: two `dvc exp run`s on the CI profile (one run for the module), then
-`dvc exp show --json`, `advlab.compare` and an offline `dvc plots diff` of the two."""
+`dvc exp show --json`, `advlab.experiments.compare` and an offline `dvc plots diff` of the two."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def two_experiments(tmp_path_factory) -> Path:
     # the workspace params.yaml, where `dvc exp run` left it.
     extra = {LEARNING_RATES[0]: ["-S", "train.weight_decay=0.0005"], LEARNING_RATES[1]: []}
     for lr in LEARNING_RATES:
-        run(repo, sys.executable, "-m", "advlab.profile", "ci", *SMALLER, *extra[lr],
+        run(repo, sys.executable, "-m", "advlab.experiments.profile", "ci", *SMALLER, *extra[lr],
             "-S", f"train.lr={lr}", "-n", f"lr-{lr}")
     return repo
 
@@ -90,8 +90,8 @@ def test_stages_record_their_time_per_stage_and_attack_method(two_experiments):
 def test_compare_shows_both_experiments_as_markdown_and_as_an_offline_page(two_experiments):
     shown = {exp["name"]: exp["data"]["metrics"] for exp in experiments(json.loads(
         run(two_experiments, "dvc", "exp", "show", "--json")))}
-    lines = run(two_experiments, sys.executable, "-m", "advlab.compare", "--md", "--eps", "0.1",
-                "--html", "compare.html").splitlines()
+    lines = run(two_experiments, sys.executable, "-m", "advlab.experiments.compare", "--md",
+                "--eps", "0.1", "--html", "compare.html").splitlines()
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     assert header == ["experiment", "train.lr", "train.weight_decay", "val_acc", "test_acc",
                       "fgsm@0.1", "worst_case@0.1", "train_s"]  # worst case: attack.ensemble

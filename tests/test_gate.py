@@ -11,8 +11,8 @@ import pytest
 import yaml
 from conftest import run_stage_script
 
-from advlab.gate import Rule, judge, load_spec, main
-from advlab.profile import deep_merge
+from advlab.experiments.gate import Rule, judge, load_spec, main
+from advlab.experiments.profile import deep_merge
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from advlab.gate import main
+from advlab.experiments.gate import main
 
 REPO = Path(__file__).resolve().parents[1]
 REPRODUCIBLE = {p.name: json.loads(p.read_text()) for p in (REPO / "results/ci").glob("*.json")

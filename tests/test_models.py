@@ -9,9 +9,9 @@ import torch.nn.functional as F
 import yaml
 from conftest import copy_repo, repo_env, run_stage_script
 
-from advlab.data import ImageSet
-from advlab.datasets import synthetic_images
-from advlab.errors import InputError
+from advlab.core.errors import InputError
+from advlab.data.datasets import synthetic_images
+from advlab.data.images import ImageSet
 from advlab.models import (
     ARCHITECTURES,
     ModelConfig,
@@ -23,7 +23,9 @@ from advlab.models import (
     parameter_table,
     save_model,
 )
-from advlab.params import MODELS, ParamsError, Train, parse_params
+from advlab.params import parse_params
+from advlab.params.fields import ParamsError
+from advlab.params.train import MODELS, Train
 
 CIFAR = ModelConfig("lab_cnn", 3, 32, 10, (0.5, 0.4, 0.3), (0.25, 0.25, 0.25))
 FASHION = ModelConfig("lab_cnn", 1, 28, 10, (0.3,), (0.35,))
@@ -198,7 +200,7 @@ def test_dvc_exp_run_trains_a_new_model(tmp_path):
     model), on the CI profile made tiny: the model file and train.json are fast_cnn's."""
     repo = copy_repo(tmp_path)
     done = subprocess.run(
-        [sys.executable, "-m", "advlab.profile", "ci", "-S", "data.synthetic_train=300",
+        [sys.executable, "-m", "advlab.experiments.profile", "ci", "-S", "data.synthetic_train=300",
          "-S", "data.synthetic_test=100", "-S", "data.train_size=200", "-S", "data.val_size=100",
          "-S", "train.epochs=1", "-S", "train.model=fast_cnn", "-S", "train.widths=[8,16]",
          "-S", "attack.ensemble=[]"],

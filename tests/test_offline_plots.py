@@ -8,7 +8,7 @@ from pathlib import Path
 import vl_convert
 from dvc.repo import Repo
 
-from advlab import offline_plots
+from advlab.experiments import offline_plots
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -18,7 +18,8 @@ def test_dvc_uses_the_committed_template_and_it_matches_vl_convert():
     path = REPO / ".dvc" / configured  # DVC resolves it against .dvc/
     assert path == REPO / offline_plots.TEMPLATE
     page = path.read_text(encoding="utf8")
-    assert page == offline_plots.template(), "stale: run `python -m advlab.offline_plots`"
+    assert page == offline_plots.template(), (
+        "stale: run `python -m advlab.experiments.offline_plots`")
     assert vl_convert.javascript_bundle(vl_version=offline_plots.VEGA_LITE) in page
 
 

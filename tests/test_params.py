@@ -13,7 +13,8 @@ from conftest import run_stage_script
 from pydantic import ValidationError
 
 from advlab.attacks.registry import ATTACKS
-from advlab.params import Params, ParamsError, load_params, parse_params, schema_text
+from advlab.params import Params, load_params, parse_params, schema_text
+from advlab.params.fields import ParamsError
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,7 +13,9 @@ import pytest
 import yaml
 from conftest import run_stage_script
 
-from advlab.params import METHODS, Params, leaf_keys, recording_reads
+from advlab.params import Params
+from advlab.params.attack import METHODS
+from advlab.params.fields import leaf_keys, recording_reads
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]

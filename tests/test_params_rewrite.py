@@ -18,8 +18,8 @@ import yaml
 from conftest import copy_repo, repo_env
 from dvc.utils.hydra import apply_overrides
 
+from advlab.experiments.profile import flatten
 from advlab.params import load_params
-from advlab.profile import flatten
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -83,7 +83,7 @@ LISTS_AND_SECTIONS = [k for k, v in KEYS.items() if isinstance(v, list | dict)]
 @pytest.fixture(scope="module")
 def applied(tmp_path_factory) -> Path:
     """params.yaml as DVC leaves it after an experiment that set every key (flow lists become
-    block lists), as `python -m advlab.profile ci` in a fresh clone does."""
+    block lists), as `python -m advlab.experiments.profile ci` in a fresh clone does."""
     path = tmp_path_factory.mktemp("applied") / "params.yaml"
     shutil.copyfile(ROOT / "params.yaml", path)
     apply_overrides(path, [override(k, v) for k, v in flatten(PARAMS).items()])
@@ -113,7 +113,7 @@ def test_dvc_exp_run_sets_ensemble_to_none_after_the_ci_profile(tmp_path):
     repo = copy_repo(tmp_path / "repo")
     ci = flatten(yaml.safe_load((repo / "profiles/ci.yaml").read_text()))
     apply_overrides(repo / "params.yaml", [override(k, v) for k, v in ci.items()])  # as
-    # `python -m advlab.profile ci` leaves the workspace file (DVC's writer, in process)
+    # `python -m advlab.experiments.profile ci` leaves the workspace file (DVC's writer, in process)
     done = subprocess.run([sys.executable, "-m", "dvc", "exp", "run", "download", "-S",
                            "attack.ensemble=[]"], cwd=repo, env=repo_env(repo),
                           capture_output=True, text=True)

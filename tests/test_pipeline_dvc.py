@@ -11,7 +11,7 @@ import pytest
 import yaml
 from conftest import copy_repo, repo_env
 
-from advlab.profile import deep_merge
+from advlab.experiments.profile import deep_merge
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"data": {"dataset": "synthetic", "synthetic_train": 600, "synthetic_test": 200,
@@ -72,10 +72,11 @@ def test_repro_then_experiment_reruns_only_train_and_later(tmp_path):
 
     # A code change reruns exactly the stages whose import closure holds the file
     assert stale(repo) == set()
-    for module in ("advlab/attacks/square.py", "advlab/figures.py"):  # train and test keep
-        with open(repo / module, "a") as f:  # their models: they never run an attack
+    # train and test keep their models: they never run an attack
+    for module in ("advlab/attacks/square.py", "advlab/reporting/figures.py"):
+        with open(repo / module, "a") as f:
             f.write("#\n")
         assert stale(repo) == {"attack", "report"}, module
-    with open(repo / "advlab/io.py", "a") as f:
+    with open(repo / "advlab/core/io.py", "a") as f:
         f.write("#\n")
     assert stale(repo) == set(STAGES)

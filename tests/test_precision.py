@@ -9,11 +9,9 @@ import pytest
 import torch
 from conftest import train_tiny
 
-import advlab.device
+import advlab.core.device
 from advlab.attacks.fgsm import fgsm_gradient_sign
-from advlab.attacks.robustness import fgsm_sweep
-from advlab.data import to_float
-from advlab.device import (
+from advlab.core.device import (
     gradient_scaler,
     no_tf32,
     pick_precision,
@@ -21,16 +19,20 @@ from advlab.device import (
     reproducible_cudnn,
     set_tf32,
 )
-from advlab.evaluate import classification_report, predict_logits
+from advlab.data.images import to_float
+from advlab.evaluation.classification import classification_report, predict_logits
+from advlab.evaluation.robustness import fgsm_sweep
 from advlab.models import build_model, model_config
-from advlab.params import ParamsError, Train, parse_params
-from advlab.train import FitJob, fit
+from advlab.params import parse_params
+from advlab.params.fields import ParamsError
+from advlab.params.train import Train
+from advlab.training.loop import FitJob, fit
 
 CPU = torch.device("cpu")
 
 
 def card(monkeypatch, capability: tuple[int, int]) -> torch.device:
-    monkeypatch.setattr(advlab.device, "cuda_capability", lambda device: capability)
+    monkeypatch.setattr(advlab.core.device, "cuda_capability", lambda device: capability)
     return torch.device("cuda")
 
 
@@ -127,7 +129,7 @@ def test_cuda_device_turns_on_autotuning_and_tf32():
     saved = (torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.fp32_precision,
              torch.backends.cudnn.conv.fp32_precision)
     try:
-        device = advlab.device.pick_device("cuda")
+        device = advlab.core.device.pick_device("cuda")
         assert torch.backends.cudnn.benchmark
         assert torch.backends.cuda.matmul.fp32_precision == "tf32"
         assert torch.backends.cudnn.conv.fp32_precision == "tf32"

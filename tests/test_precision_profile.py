@@ -23,8 +23,8 @@ LOSS = 0.15
 
 def profile_metrics(repo: Path, precision: str) -> dict:
     # no ensemble: the comparison reads FGSM, and the worst case would only add time
-    run(repo, "python", "-m", "advlab.profile", "ci", "-S", f"base.precision={precision}",
-        "-S", "attack.ensemble=[]", "-n", precision)
+    run(repo, "python", "-m", "advlab.experiments.profile", "ci",
+        "-S", f"base.precision={precision}", "-S", "attack.ensemble=[]", "-n", precision)
     metrics = repo / "metrics"
     return {name: json.loads((metrics / f"{name}.json").read_text())
             for name in ("train", "test", "attack")}

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from advlab import profile
-from advlab.profile import deep_merge
+from advlab.experiments import profile
+from advlab.experiments.profile import deep_merge
 
 ROOT = Path(__file__).resolve().parents[1]
 

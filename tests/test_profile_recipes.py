@@ -1,8 +1,7 @@
 """The recipe profiles (profiles/fast.yaml, fast_at.yaml, trades.yaml) each run offline through
-`python -m advlab.profile NAME` (`dvc exp run`), on generated data with tiny sizes: the run's
-params, model, train.json and attack.json are the recipe's. fast keeps its data.val_size 0, so
-the whole pipeline (train, test, attack, report) and the gate run once without validation.
-"""
+`python -m advlab.experiments.profile NAME` (`dvc exp run`), on generated data with tiny sizes: the
+run's params, model, train.json and attack.json are the recipe's. fast keeps its data.val_size 0, so
+the whole pipeline (train, test, attack, report) and the gate run once without validation. """
 
 from __future__ import annotations
 
@@ -40,7 +39,7 @@ RECIPES = {  # profile: its tiny sizes, and what its run must show
 
 
 def run_recipe(repo, name: str, sizes: list[str]) -> tuple[dict, dict, dict]:
-    done = subprocess.run([sys.executable, "-m", "advlab.profile", name, *TINY, *sizes],
+    done = subprocess.run([sys.executable, "-m", "advlab.experiments.profile", name, *TINY, *sizes],
                           cwd=repo, env=repo_env(repo), capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
     read = lambda path: json.loads((repo / path).read_text())  # noqa: E731
@@ -63,7 +62,7 @@ def test_each_recipe_profile_runs_through_dvc_exp_run(tmp_path):
         if name == "fast":  # all of the training images, no validation
             assert params["data"]["val_size"] == 0 and "val_acc" not in train
             assert "val_acc" not in (repo / "metrics/train.csv").read_text()
-            gate = subprocess.run([sys.executable, "-m", "advlab.gate"], cwd=repo,
+            gate = subprocess.run([sys.executable, "-m", "advlab.experiments.gate"], cwd=repo,
                                   env=repo_env(repo), capture_output=True, text=True)
             assert gate.returncode == 1 and "MISSING" in gate.stdout, gate.stdout + gate.stderr
         else:

@@ -12,9 +12,9 @@ from pathlib import Path
 import torch
 from test_resume import CHECKPOINT, tiny_sets, workdir
 
-from advlab.timing import Stopwatch, throughput
-from advlab.train import EpochResult
-from advlab.train_metrics import write_train_metrics
+from advlab.core.timing import Stopwatch, throughput
+from advlab.training.loop import EpochResult
+from advlab.training.metrics import write_train_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 

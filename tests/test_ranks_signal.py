@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from test_resume import CHECKPOINT, HELD, STEPS, checkpoint_epochs, run, start, wait_for, workdir
 
-from advlab.distributed import own_command, run_ranks
+from advlab.training.distributed import own_command, run_ranks
 
 # A stand-in for torchrun: starts two "ranks" that ignore SIGINT and SIGTERM (as a rank stuck
 # in a collective would), writes their ids, and exits on the signal without waiting for them.

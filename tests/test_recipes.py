@@ -16,14 +16,16 @@ from test_progress import load_stage
 from test_resume import CHECKPOINT, workdir
 from test_resume import tiny_sets as random_sets
 
-import advlab.train
+import advlab.training.loop
 from advlab.attacks.training import adversarial_batch, n_fgsm, training_loss
-from advlab.distributed import unwrap
-from advlab.io import load_torch
+from advlab.core.io import load_torch
 from advlab.models import build_model, load_model, model_config
-from advlab.optim import Ema, TrainState, parameter_groups
-from advlab.params import ParamsError, Train, parse_params
-from advlab.train import EpochResult, FitJob, best_epoch, fit, overfitting_line
+from advlab.params import parse_params
+from advlab.params.fields import ParamsError
+from advlab.params.train import Train
+from advlab.training.distributed import unwrap
+from advlab.training.loop import EpochResult, FitJob, best_epoch, fit, overfitting_line
+from advlab.training.optim import Ema, TrainState, parameter_groups
 
 LR = 0.1
 
@@ -106,8 +108,8 @@ def test_ema_averages_every_step_and_is_what_fit_validates():
     averaged, raw = job.kept_model(), unwrap(job.model)
     assert averaged is job.state.ema.model
     assert not torch.equal(averaged.layers[1].weight, raw.layers[1].weight)
-    assert history[0].val_acc == advlab.train.accuracy(averaged, job.val_set, 64).item()
-    assert history[0].val_acc != advlab.train.accuracy(raw, job.val_set, 64).item()
+    assert history[0].val_acc == advlab.training.loop.accuracy(averaged, job.val_set, 64).item()
+    assert history[0].val_acc != advlab.training.loop.accuracy(raw, job.val_set, 64).item()
 
 
 def test_label_smoothing_is_cross_entropy_against_smoothed_targets():
@@ -177,7 +179,7 @@ def scripted(values: list[float]):
 @pytest.mark.parametrize("keep, scored", [("best_val", "accuracy"),
                                           ("best_robust_val", "robust_accuracy")])
 def test_keep_holds_the_weights_of_the_best_epoch(monkeypatch, keep, scored):
-    monkeypatch.setattr(advlab.train, scored, scripted([0.3, 0.6, 0.6, 0.2]))
+    monkeypatch.setattr(advlab.training.loop, scored, scripted([0.3, 0.6, 0.6, 0.2]))
     snapshots = []
     job = small_job(Train(epochs=4, batch_size=64, keep=keep, robust_val_images=20,
                           robust_val_steps=1),

@@ -23,11 +23,11 @@ import pytest
 import torch
 from torch import nn
 
-from advlab.attacks.robustness import worst_case
-from advlab.data import ImageSet, to_float
-from advlab.datasets import synthetic_images
-from advlab.params import Apgd, ApgdT, FabT, Square
-from advlab.reference import reference_autoattack
+from advlab.attacks.reference import reference_autoattack
+from advlab.data.datasets import synthetic_images
+from advlab.data.images import ImageSet, to_float
+from advlab.evaluation.robustness import worst_case
+from advlab.params.attack import Apgd, ApgdT, FabT, Square
 
 IMAGES = 200
 EPSILONS = (0.01, 0.02)

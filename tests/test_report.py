@@ -11,15 +11,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from advlab.attacks.metrics import save_metrics
-from advlab.attacks.robustness import fgsm_sweep
-from advlab.data import ImageSet
-from advlab.datasets import synthetic_images
-from advlab.evaluate import classification_report
-from advlab.figures import attack_examples, save_png
-from advlab.io import write_csv, write_json
+from advlab.core.io import write_csv, write_json
+from advlab.data.datasets import synthetic_images
+from advlab.data.images import ImageSet
+from advlab.evaluation.attack_metrics import save_metrics
+from advlab.evaluation.classification import classification_report
+from advlab.evaluation.robustness import fgsm_sweep
 from advlab.models import ModelConfig, build_model, parameter_table, save_model
-from advlab.report import read_metrics
+from advlab.reporting.figures import attack_examples, save_png
+from advlab.reporting.report import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 EPSILONS = (0.0, 0.05, 0.125)

@@ -22,14 +22,15 @@ import pytest
 import torch
 import yaml
 
-from advlab.checkpoint import TRAIN_PARAMS, fit_resumable, restore, run_inputs
-from advlab.data import ImageSet
-from advlab.datasets import md5
-from advlab.device import prepare_model
-from advlab.io import load_torch
+from advlab.core.device import prepare_model
+from advlab.core.io import load_torch
+from advlab.data.datasets import md5
+from advlab.data.images import ImageSet
 from advlab.models import build_model, load_model, model_config
-from advlab.params import Params, Train
-from advlab.train import FitJob
+from advlab.params import Params
+from advlab.params.train import Train
+from advlab.training.checkpoint import TRAIN_PARAMS, fit_resumable, restore, run_inputs
+from advlab.training.loop import FitJob
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
@@ -353,7 +354,7 @@ def test_dvc_repro_after_kill_resumes_and_matches_a_fresh_run(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from test_pipeline_dvc import TINY, dvc
 
-    from advlab.profile import deep_merge
+    from advlab.experiments.profile import deep_merge
 
     repo = copy_repo(tmp_path / "repo")
     params = deep_merge(yaml.safe_load((repo / "params.yaml").read_text()), TINY)

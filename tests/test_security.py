@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from advlab.data import ImageSet
-from advlab.errors import BadFileError
-from advlab.io import load_torch
+from advlab.core.errors import BadFileError
+from advlab.core.io import load_torch
+from advlab.data.images import ImageSet
 from advlab.models import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,7 +51,7 @@ def test_every_torch_load_is_weights_only():
     files = python_files()
     assert any(p.name == "io.py" for p in files)
     loads = [(p, c) for p in files for name, c in calls(p) if name == "torch.load"]
-    assert loads, "expected at least advlab.io.load_torch"
+    assert loads, "expected at least advlab.core.io.load_torch"
     unsafe = [f"{p.relative_to(ROOT)}:{c.lineno}" for p, c in loads
               if keyword(c, "weights_only") is not True]
     assert not unsafe, f"torch.load without weights_only=True at {unsafe}"
@@ -67,7 +67,7 @@ def test_pickles_are_read_only_by_the_restricted_cifar_reader():
              for name, c in calls(p) if name.endswith("np.load") or name == "numpy.load"
              if keyword(c, "allow_pickle") is True]
     assert not allow, f"np.load(allow_pickle=True) at {allow}"
-    source = (ROOT / "advlab/datasets.py").read_text()
+    source = (ROOT / "advlab/data/datasets.py").read_text()
     assert "class _BatchUnpickler(pickle.Unpickler)" in source and "def find_class" in source
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import copy_repo, repo_env
 
-from advlab.datasets import md5
+from advlab.data.datasets import md5
 from advlab.models import load_model
 
 # the CI profile shrunk to seconds, run up to the test stage (attack and report add nothing
@@ -46,14 +46,15 @@ def test_two_clones_push_experiments_a_third_pulls_compares_and_gets_a_model(tmp
     for name, extra in (("alice", []), ("bob", ["-S", "train.lr=0.003"])):
         clone = clones[name] = tmp_path / name
         run(tmp_path, "git", "clone", "-q", "-b", "main", str(remote), str(clone))
-        run(clone, sys.executable, "-m", "advlab.profile", "ci", "-n", name, *SMALL, *extra)
+        run(clone, sys.executable, "-m", "advlab.experiments.profile", "ci", "-n", name,
+            *SMALL, *extra)
         dvc(clone, "exp", "push", "origin", name)
 
     carol = tmp_path / "carol"
     run(tmp_path, "git", "clone", "-q", "-b", "main", str(remote), str(carol))
     assert set(dvc(carol, "exp", "list", "--name-only", "origin").split()) == {"alice", "bob"}
     dvc(carol, "exp", "pull", "--no-cache", "origin", "alice", "bob")  # refs: params, metrics
-    table = run(carol, sys.executable, "-m", "advlab.compare", "alice", "bob", "--md")
+    table = run(carol, sys.executable, "-m", "advlab.experiments.compare", "alice", "bob", "--md")
     for name, clone in clones.items():
         test_acc = json.loads((clone / "metrics/test.json").read_text())["accuracy"]
         row = next(line for line in table.splitlines() if line.startswith(f"| {name} |"))

@@ -8,13 +8,14 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from advlab.attacks.robustness import fgsm_sweep
-from advlab.data import ImageSet, to_float
-from advlab.datasets import synthetic_images
-from advlab.figures import accuracy_vs_epsilon
+from advlab.data.datasets import synthetic_images
+from advlab.data.images import ImageSet, to_float
+from advlab.evaluation.robustness import fgsm_sweep
 from advlab.models import build_model, model_config
-from advlab.params import Params, Train
-from advlab.tensorboard_log import (
+from advlab.params import Params
+from advlab.params.train import Train
+from advlab.reporting.figures import accuracy_vs_epsilon
+from advlab.reporting.tensorboard_log import (
     EPS_STEP,
     log_attack,
     log_epoch,
@@ -24,7 +25,7 @@ from advlab.tensorboard_log import (
     log_test,
     open_writer,
 )
-from advlab.train import FitJob, fit
+from advlab.training.loop import FitJob, fit
 
 
 def read(logdir) -> EventAccumulator:

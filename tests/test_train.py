@@ -2,9 +2,9 @@ import pytest
 import torch
 from conftest import train_tiny
 
-from advlab.evaluate import classification_report, confusion_matrix, predict_logits
-from advlab.params import Train
-from advlab.train import augment, draw_noise
+from advlab.evaluation.classification import classification_report, confusion_matrix, predict_logits
+from advlab.params.train import Train
+from advlab.training.loop import augment, draw_noise
 
 
 def test_model_learns_the_synthetic_task(trained_model, tiny_sets):

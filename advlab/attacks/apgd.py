@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from advlab.attacks.core import Draws, Judged, Loss, attack_gradient, cross_entropy, judge, project
-from advlab.params import Apgd, ApgdT
+from advlab.params.attack import Apgd, ApgdT
 
 MOMENTUM = 0.75  # weight of the new step; 1 - MOMENTUM on the previous move
 RHO = 0.75  # a step is halved if the loss rose in fewer than RHO of the steps since the check

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advlab.device import evaluating, no_tf32
+from advlab.core.device import evaluating, no_tf32
 
 # per-image loss of (logits, labels): the attack ascends it
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

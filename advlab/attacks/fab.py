@@ -28,7 +28,7 @@ from advlab.attacks.core import (
     judge,
     loss_gradient,
 )
-from advlab.params import FabT
+from advlab.params.attack import FabT
 
 FEW_ROWS = 1024  # (image, target) rows cheap to batch on any device
 FORWARD_COST = 1 / 3  # a forward pass's cost in forward + backward passes (lab_cnn, CPU: ~0.35)

@@ -22,7 +22,7 @@ from advlab.attacks.core import (
     loss_gradient,
     project,
 )
-from advlab.params import Pgd
+from advlab.params.attack import Pgd
 
 
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int,

@@ -28,7 +28,8 @@ from advlab.attacks.core import Draws, Judged
 from advlab.attacks.fab import fab_t
 from advlab.attacks.pgd import pgd_until_fooled
 from advlab.attacks.square import square
-from advlab.params import METHODS, ParamsError
+from advlab.params.attack import METHODS
+from advlab.params.fields import ParamsError
 
 Run = Callable[[nn.Module, torch.Tensor, torch.Tensor, float, object, Draws], Judged]
 

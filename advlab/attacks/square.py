@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from advlab.attacks.core import Draws, Judged, judge
-from advlab.params import Square
+from advlab.params.attack import Square
 
 SCHEDULE = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)  # p halves after these proposals
 

@@ -27,8 +27,9 @@ from torch import nn
 
 from advlab.attacks.core import Draws, judge, loss_gradient, uniform_start
 from advlab.attacks.pgd import pgd, pgd_until_fooled
-from advlab.data import ImageSet, batches, to_float
-from advlab.params import Pgd, Train
+from advlab.data.images import ImageSet, batches, to_float
+from advlab.params.attack import Pgd
+from advlab.params.train import Train
 
 FGSM_RS_STEP_SCALE = 1.25  # Wong, Rice and Kolter 2020: step 1.25 * eps from a random start
 MADRY_STEP_SCALE = 2.5  # Madry et al. 2018: steps * step size = 2.5 * eps

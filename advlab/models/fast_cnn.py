@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from advlab.errors import InputError
+from advlab.core.errors import InputError
 from advlab.models.core import Classifier, ModelConfig, Normalize
 
 PATCH = 2  # the whitening kernel

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
-from advlab.errors import BadFileError
-from advlab.io import load_torch, save_torch
+from advlab.core.errors import BadFileError
+from advlab.core.io import load_torch, save_torch
 from advlab.models.core import Classifier, ModelConfig
 from advlab.models.registry import build_model
 

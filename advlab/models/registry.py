@@ -8,13 +8,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from advlab.data import ImageSet
+from advlab.data.images import ImageSet
 from advlab.models.core import Classifier, ModelConfig
 from advlab.models.fast_cnn import FastCNN
 from advlab.models.lab_cnn import LabCNN
 from advlab.models.preact_resnet import preact_resnet18
 from advlab.models.wide_resnet import wide_resnet
-from advlab.params import MODELS, Train
+from advlab.params.train import MODELS, Train
 
 
 @dataclass(frozen=True)

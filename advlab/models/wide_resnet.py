@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from advlab.errors import InputError
+from advlab.core.errors import InputError
 from advlab.models.core import ModelConfig
 from advlab.models.preact_resnet import PreActNet
 

@@ -1,0 +1,1 @@
+"""One run's results for people: figures, the HTML report and TensorBoard logs."""
