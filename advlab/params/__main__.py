@@ -4,4 +4,5 @@ import sys
 
 from advlab.params import main
 
-sys.exit(main())
+if __name__ == "__main__":  # importing it (pkgutil.walk_packages, .ci/wheel) runs nothing
+    sys.exit(main())
