@@ -11,8 +11,9 @@ import yaml
 from conftest import copy_repo
 from test_pipeline_dvc import dvc
 
-from advlab.data.datasets import CIFAR_DIR, md5, synthetic_images, write_cifar_batches
+from advlab.data.formats import CIFAR_DIR, md5, write_cifar_batches
 from advlab.data.images import load_splits
+from advlab.data.synthetic import synthetic_images
 from advlab.experiments.profile import deep_merge
 
 
