@@ -60,6 +60,7 @@ def test_fashion_mnist_reads_debian_gz_files(tmp_path):
 
 
 def test_offline_without_archive_fails_fast_with_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no source/ here: files in the checkout's cannot matter
     monkeypatch.setattr(fetching, "_network_reachable", lambda host, timeout=5.0: False)
     with pytest.raises(DatasetError) as err:
         fetch(tmp_path, Data(dataset="cifar10"))
@@ -115,6 +116,7 @@ def test_hand_placed_archive_survives_another_dataset_and_is_used_offline(tmp_pa
     assert archive.read_bytes() == content and (raw / "notes.txt").read_text() == "mine"
 
     monkeypatch.setattr(fetching, "_network_reachable", lambda host, timeout=5.0: False)
+    monkeypatch.chdir(tmp_path)  # no source/ here: files in the checkout's cannot matter
     fetch(raw, Data(dataset="cifar10"))  # offline: the hand-placed archive is what it reads
     train, test = read_raw(raw, "cifar10", verify=True)
     assert (len(train), len(test)) == (50, 10)

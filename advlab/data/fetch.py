@@ -24,7 +24,7 @@ from advlab.data.formats import (
     verify_md5,
 )
 from advlab.data.synthetic import fetch_synthetic
-from advlab.params.data import Data
+from advlab.params.data import DEFAULT_SOURCE, Data
 
 CIFAR_ARCHIVE = "cifar-10-python.tar.gz"
 CIFAR_URL = f"https://www.cs.toronto.edu/~kriz/{CIFAR_ARCHIVE}"
@@ -170,12 +170,30 @@ def fetch_fashion_mnist(raw: Path, source: Path | None, verify: bool) -> None:
                  FASHION_MD5[archive.stem], archive)
 
 
+SOURCE_FILES = {  # the files of each dataset that a data.source folder may hold
+    "cifar10": [*CIFAR_MD5, *(f"{CIFAR_DIR}/{name}" for name in CIFAR_MD5)],
+    "fashion_mnist": [*FASHION_MD5, *(f"{name}.gz" for name in FASHION_MD5)],
+    "synthetic": [],  # generated: no source folder is read
+}
+
+
+def _source_folder(data: Data) -> Path | None:
+    """The folder to copy the dataset's files from, or None to download them: the default
+    folder (a placeholder in the repository, so that DVC can hash data.source as a dep) while
+    it holds none of them. Any other folder must hold them all."""
+    source = Path(data.source)
+    if source == Path(DEFAULT_SOURCE) and not any(
+            (source / name).is_file() for name in SOURCE_FILES[data.dataset]):
+        return None
+    if not source.is_dir():
+        raise DatasetError(f"data.source = {data.source!r} is not a folder")
+    return source
+
+
 def fetch(raw: Path, data: Data) -> None:
     """Puts the dataset's files, verified, in its own folder under `raw`; nothing else there is
     touched (another dataset's files, an archive placed by hand)."""
-    source = Path(data.source) if data.source is not None else None
-    if source is not None and not source.is_dir():
-        raise DatasetError(f"data.source = {data.source!r} is not a folder")
+    source = _source_folder(data)
     if data.dataset == "cifar10":
         fetch_cifar10(raw, source, data.verify)
     elif data.dataset == "fashion_mnist":
