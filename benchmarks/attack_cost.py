@@ -25,8 +25,8 @@ from advlab.attacks.core import judge, uniform_start
 from advlab.attacks.fgsm import fgsm_gradient_sign
 from advlab.attacks.pgd import pgd
 from advlab.core.device import pick_device, prepare_model
-from advlab.data.datasets import synthetic_images
 from advlab.data.images import ImageSet, to_float
+from advlab.data.synthetic import synthetic_images
 from advlab.evaluation.classification import predict_logits
 from advlab.evaluation.robustness import sweep
 from advlab.models import build_model, model_config

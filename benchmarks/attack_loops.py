@@ -23,8 +23,8 @@ from torch import nn
 
 from advlab.attacks.core import loss_gradient
 from advlab.core.device import prepare_model
-from advlab.data.datasets import synthetic_images
 from advlab.data.images import to_float
+from advlab.data.synthetic import synthetic_images
 from advlab.evaluation.robustness import sweep
 from advlab.models import build_model, model_config
 from advlab.params.attack import ApgdT, Square

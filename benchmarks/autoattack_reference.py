@@ -37,8 +37,8 @@ from torch import nn
 from advlab.attacks import registry
 from advlab.attacks.reference import reference_autoattack
 from advlab.core.device import prepare_model
-from advlab.data.datasets import synthetic_images
 from advlab.data.images import to_float
+from advlab.data.synthetic import synthetic_images
 from advlab.evaluation.robustness import worst_case
 from advlab.models import build_model, model_config
 from advlab.params.attack import Attack

@@ -18,7 +18,7 @@ import torch
 
 from advlab.core.device import pick_device, pick_precision, prepare_model
 from advlab.core.timing import seconds
-from advlab.data.datasets import synthetic_images
+from advlab.data.synthetic import synthetic_images
 from advlab.evaluation.classification import classification_report, evaluation_batch_size
 from advlab.evaluation.robustness import fgsm_sweep
 from advlab.models import build_model, model_config

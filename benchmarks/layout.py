@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from advlab.core.device import pick_device, prepare_model
-from advlab.data.datasets import synthetic_images
+from advlab.data.synthetic import synthetic_images
 from advlab.evaluation.classification import predict_logits
 from advlab.evaluation.robustness import fgsm_sweep
 from advlab.models import build_model, model_config

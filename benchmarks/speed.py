@@ -36,8 +36,8 @@ from tqdm import tqdm
 
 from advlab.core.device import pick_device, pick_precision, prepare_model
 from advlab.core.timing import seconds
-from advlab.data.datasets import synthetic_images
 from advlab.data.images import ImageSet
+from advlab.data.synthetic import synthetic_images
 from advlab.evaluation.classification import AUTO_BATCH, classification_report
 from advlab.models import ARCHITECTURES, build_model, model_config, new_model
 from advlab.params.attack import Attack

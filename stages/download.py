@@ -3,7 +3,7 @@
 import argparse
 
 from advlab.core.stage import path_arg, run_stage
-from advlab.data.datasets import fetch
+from advlab.data.fetch import fetch
 from advlab.params import load_params
 
 

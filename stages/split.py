@@ -3,7 +3,7 @@
 import argparse
 
 from advlab.core.stage import path_arg, run_stage
-from advlab.data.datasets import read_raw
+from advlab.data.formats import read_raw
 from advlab.data.images import split_train_val
 from advlab.params import load_params
 

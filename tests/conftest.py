@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from advlab.data.datasets import synthetic_images
+from advlab.data.formats import CIFAR_MD5, md5
 from advlab.data.images import ImageSet
+from advlab.data.synthetic import synthetic_images
 from advlab.models import LabCNN, build_model, model_config
 from advlab.params.train import Train
 from advlab.training.loop import FitJob, fit
@@ -40,6 +41,13 @@ def copy_repo(dest: Path) -> Path:
         subprocess.run(["git", *command], cwd=dest, env=repo_env(dest), check=True,
                        capture_output=True)
     return dest
+
+
+def patch_official_md5s(monkeypatch: pytest.MonkeyPatch, batches: Path) -> None:
+    """Makes the CIFAR batches in `batches` the "official" ones, for the fetching and the reading
+    code alike: CIFAR_MD5 is patched in place, the one dict both modules hold."""
+    for path in batches.iterdir():
+        monkeypatch.setitem(CIFAR_MD5, path.name, md5(path))
 
 
 def run_stage_script(monkeypatch: pytest.MonkeyPatch, script: str, *args: str) -> None:

@@ -12,8 +12,8 @@ from torch import nn
 
 from advlab.attacks.fgsm import fgsm_gradient_sign, perturb
 from advlab.core.device import pick_device, pick_precision, prepare_model
-from advlab.data.datasets import synthetic_images
 from advlab.data.images import ImageSet, to_float
+from advlab.data.synthetic import synthetic_images
 from advlab.evaluation.attack_metrics import summary
 from advlab.evaluation.classification import classification_report, predict_logits
 from advlab.evaluation.robustness import fgsm_sweep

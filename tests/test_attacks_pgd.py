@@ -17,8 +17,8 @@ from advlab.attacks.core import uniform_start
 from advlab.attacks.fgsm import fgsm_gradient_sign, perturb
 from advlab.attacks.pgd import pgd
 from advlab.attacks.training import adversarial_batch
-from advlab.data.datasets import synthetic_images
 from advlab.data.images import ImageSet, to_float
+from advlab.data.synthetic import synthetic_images
 from advlab.evaluation.attack_metrics import save_metrics
 from advlab.evaluation.robustness import fgsm_sweep, sweep
 from advlab.models import ModelConfig, build_model

@@ -13,14 +13,9 @@ from conftest import run_stage_script
 
 from advlab import params as params_module
 from advlab.core import io as advlab_io
-from advlab.data.datasets import (
-    CIFAR_DIR,
-    DatasetError,
-    read_raw,
-    synthetic_images,
-    write_cifar_batches,
-)
+from advlab.data.formats import CIFAR_DIR, DatasetError, read_raw, write_cifar_batches
 from advlab.data.images import ImageSet
+from advlab.data.synthetic import synthetic_images
 from advlab.experiments import profile
 from advlab.models import build_model, model_config, save_model
 from advlab.params import load_params, parse_params

@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from advlab.core.io import load_torch
-from advlab.data.datasets import synthetic_images
+from advlab.data.synthetic import synthetic_images
 from advlab.params.fields import ParamsError
 from advlab.training.distributed import check_processes, torchrun_command
 

@@ -1,7 +1,7 @@
 import torch
 
-from advlab.data.datasets import synthetic_images
 from advlab.data.images import ImageSet, batches, load_splits, split_train_val, stratified_order
+from advlab.data.synthetic import synthetic_images
 
 
 def test_split_is_disjoint_sized_and_stratified():

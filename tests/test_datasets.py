@@ -1,18 +1,16 @@
 import gzip
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import patch_official_md5s
 
-from advlab.data import datasets
-from advlab.data.datasets import (
-    CIFAR_DIR,
-    DatasetError,
-    fetch,
-    read_raw,
-    synthetic_images,
-    write_cifar_batches,
-)
+from advlab.data import fetch as fetching
+from advlab.data import synthetic
+from advlab.data.fetch import CIFAR_ARCHIVE, fetch
+from advlab.data.formats import CIFAR_DIR, DatasetError, md5, read_raw, write_cifar_batches
+from advlab.data.synthetic import SYNTHETIC_SEED, synthetic_images
 from advlab.params.data import Data
 
 
@@ -24,7 +22,7 @@ def test_synthetic_data_round_trips_through_the_cifar_loader(tmp_path):
     train, test = read_raw(tmp_path, "synthetic", verify=True)
     assert (len(train), len(test)) == (500, 100)
     assert train.shape == (3, 32, 32) and train.images.dtype == torch.uint8
-    expected = synthetic_images(500, datasets.SYNTHETIC_SEED)
+    expected = synthetic_images(500, SYNTHETIC_SEED)
     assert torch.equal(train.images, expected.images) and torch.equal(train.labels, expected.labels)
     assert torch.bincount(train.labels).tolist() == [50] * 10
 
@@ -62,7 +60,8 @@ def test_fashion_mnist_reads_debian_gz_files(tmp_path):
 
 
 def test_offline_without_archive_fails_fast_with_what_to_do(tmp_path, monkeypatch):
-    monkeypatch.setattr(datasets, "_network_reachable", lambda host, timeout=5.0: False)
+    monkeypatch.chdir(tmp_path)  # no source/ here: files in the checkout's cannot matter
+    monkeypatch.setattr(fetching, "_network_reachable", lambda host, timeout=5.0: False)
     with pytest.raises(DatasetError) as err:
         fetch(tmp_path, Data(dataset="cifar10"))
     message = str(err.value)
@@ -74,7 +73,7 @@ def test_synthetic_set_already_there_is_not_generated_again(tmp_path, monkeypatc
                 val_size=10)
     fetch(tmp_path, data)
     mtimes = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
-    monkeypatch.setattr(datasets, "synthetic_images", None)  # a call would fail
+    monkeypatch.setattr(synthetic, "synthetic_images", None)  # a call would fail
     fetch(tmp_path, data)
     assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")} == mtimes
     batch = tmp_path / "synthetic" / CIFAR_DIR / "test_batch"
@@ -84,7 +83,7 @@ def test_synthetic_set_already_there_is_not_generated_again(tmp_path, monkeypatc
     assert read_raw(tmp_path, "synthetic", verify=True)[1].images.shape == (10, 3, 32, 32)
 
 
-def small_official_archive(raw, monkeypatch, name=datasets.CIFAR_ARCHIVE):
+def small_official_archive(raw, monkeypatch, name=CIFAR_ARCHIVE):
     """A small archive in the real format at raw/NAME, made "official" by patching the md5s."""
     import tarfile
 
@@ -95,9 +94,8 @@ def small_official_archive(raw, monkeypatch, name=datasets.CIFAR_ARCHIVE):
     with tarfile.open(archive, "w:gz") as tar:
         for path in sorted(batches.iterdir()):
             tar.add(path, arcname=f"{CIFAR_DIR}/{path.name}")
-    monkeypatch.setattr(datasets, "CIFAR_ARCHIVE_MD5", datasets.md5(archive))
-    monkeypatch.setattr(datasets, "CIFAR_MD5", {p.name: datasets.md5(p)
-                                                 for p in batches.iterdir()})
+    monkeypatch.setattr(fetching, "CIFAR_ARCHIVE_MD5", md5(archive))
+    patch_official_md5s(monkeypatch, batches)
     return archive
 
 
@@ -117,7 +115,8 @@ def test_hand_placed_archive_survives_another_dataset_and_is_used_offline(tmp_pa
     fetch(raw, Data(dataset="fashion_mnist", source=str(source), verify=False))
     assert archive.read_bytes() == content and (raw / "notes.txt").read_text() == "mine"
 
-    monkeypatch.setattr(datasets, "_network_reachable", lambda host, timeout=5.0: False)
+    monkeypatch.setattr(fetching, "_network_reachable", lambda host, timeout=5.0: False)
+    monkeypatch.chdir(tmp_path)  # no source/ here: files in the checkout's cannot matter
     fetch(raw, Data(dataset="cifar10"))  # offline: the hand-placed archive is what it reads
     train, test = read_raw(raw, "cifar10", verify=True)
     assert (len(train), len(test)) == (50, 10)
@@ -133,8 +132,7 @@ def test_bad_source_writes_nothing_and_a_bad_file_replaces_nothing(tmp_path, mon
     assert not raw.exists()
     source = tmp_path / "src"
     write_cifar_batches(source, synthetic_images(50, seed=1), synthetic_images(10, seed=2))
-    monkeypatch.setattr(datasets, "CIFAR_MD5", {p.name: datasets.md5(p)
-                                                 for p in source.iterdir()})
+    patch_official_md5s(monkeypatch, source)
     fetch(raw, Data(dataset="cifar10", source=str(source)))
     good = {p.name: p.read_bytes() for p in (raw / "cifar10" / CIFAR_DIR).iterdir()}
     (source / "test_batch").write_bytes(b"damaged")
@@ -146,7 +144,7 @@ def test_bad_source_writes_nothing_and_a_bad_file_replaces_nothing(tmp_path, mon
     assert {p.name: p.read_bytes() for p in (raw / "cifar10" / CIFAR_DIR).iterdir()} == good
 
 
-@pytest.mark.skipif(not (datasets.Path("/usr/share/datasets/fashion-mnist").is_dir()),
+@pytest.mark.skipif(not (Path("/usr/share/datasets/fashion-mnist").is_dir()),
                     reason="Debian's dataset-fashion-mnist is not installed")
 def test_debian_fashion_mnist_matches_the_official_md5s(tmp_path):
     fetch(tmp_path, Data(dataset="fashion_mnist", source="/usr/share/datasets/fashion-mnist"))

@@ -12,20 +12,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import patch_official_md5s
 
-from advlab.data import datasets
-from advlab.data.datasets import (
-    CIFAR_ARCHIVE,
+from advlab.data import fetch as fetching
+from advlab.data.fetch import CIFAR_ARCHIVE, fetch_cifar10
+from advlab.data.formats import (
     CIFAR_DIR,
     DatasetError,
-    fetch_cifar10,
     md5,
     read_cifar,
     read_fashion_mnist,
-    synthetic_images,
     write_cifar_batches,
 )
 from advlab.data.images import load_splits
+from advlab.data.synthetic import synthetic_images
 
 
 @pytest.fixture
@@ -138,8 +138,8 @@ def test_archive_is_extracted_by_file_name_only(cifar, tmp_path, monkeypatch):
         info = tarfile.TarInfo("../../escaped")
         info.size = len(evil)
         tar.addfile(info, io.BytesIO(evil))
-    monkeypatch.setattr(datasets, "CIFAR_ARCHIVE_MD5", md5(archive))
-    monkeypatch.setattr(datasets, "CIFAR_MD5", {p.name: md5(p) for p in cifar.iterdir()})
+    monkeypatch.setattr(fetching, "CIFAR_ARCHIVE_MD5", md5(archive))
+    patch_official_md5s(monkeypatch, cifar)
 
     fetch_cifar10(raw, None, verify=True)
     assert sorted(p.name for p in (raw / "cifar10" / CIFAR_DIR).iterdir()) == sorted(

@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from advlab.data.datasets import synthetic_images
+from advlab.data.synthetic import synthetic_images
 from advlab.models import load_model
 from advlab.training.distributed import torchrun_command
 

@@ -19,8 +19,9 @@ from advlab.core.device import pick_device
 from advlab.core.errors import InputError
 from advlab.core.io import load_torch
 from advlab.core.stage import run_stage
-from advlab.data.datasets import read_raw, synthetic_images
+from advlab.data.formats import read_raw
 from advlab.data.images import ImageSet, split_train_val
+from advlab.data.synthetic import synthetic_images
 from advlab.params import DVC_EXPERIMENT, load_params
 
 ROOT = Path(__file__).resolve().parents[1]

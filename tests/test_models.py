@@ -10,8 +10,8 @@ import yaml
 from conftest import copy_repo, repo_env, run_stage_script
 
 from advlab.core.errors import InputError
-from advlab.data.datasets import synthetic_images
 from advlab.data.images import ImageSet
+from advlab.data.synthetic import synthetic_images
 from advlab.models import (
     ARCHITECTURES,
     ModelConfig,

@@ -59,6 +59,8 @@ BAD = {  # case: (params.yaml overrides, the key named, the bad value as shown)
     "device not a string": ({"base": {"device": 0}}, "base.device", "0"),
     "seed negative": ({"base": {"seed": -1}}, "base.seed", "-1"),
     "source not a string": ({"data": {"source": 5}}, "data.source", "5"),
+    "source null, once 'download'": ({"data": {"source": None}}, "data.source", "None"),
+    "source empty": ({"data": {"source": ""}}, "data.source", "''"),
     "verify not a boolean": ({"data": {"verify": "yes"}}, "data.verify", "'yes'"),
 }
 

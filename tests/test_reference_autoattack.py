@@ -24,8 +24,8 @@ import torch
 from torch import nn
 
 from advlab.attacks.reference import reference_autoattack
-from advlab.data.datasets import synthetic_images
 from advlab.data.images import ImageSet, to_float
+from advlab.data.synthetic import synthetic_images
 from advlab.evaluation.robustness import worst_case
 from advlab.params.attack import Apgd, ApgdT, FabT, Square
 

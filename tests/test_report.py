@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from advlab.core.io import write_csv, write_json
-from advlab.data.datasets import synthetic_images
 from advlab.data.images import ImageSet
+from advlab.data.synthetic import synthetic_images
 from advlab.evaluation.attack_metrics import save_metrics
 from advlab.evaluation.classification import classification_report
 from advlab.evaluation.robustness import fgsm_sweep

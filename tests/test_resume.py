@@ -24,7 +24,7 @@ import yaml
 
 from advlab.core.device import prepare_model
 from advlab.core.io import load_torch
-from advlab.data.datasets import md5
+from advlab.data.formats import md5
 from advlab.data.images import ImageSet
 from advlab.models import build_model, load_model, model_config
 from advlab.params import Params

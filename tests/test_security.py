@@ -67,7 +67,7 @@ def test_pickles_are_read_only_by_the_restricted_cifar_reader():
              for name, c in calls(p) if name.endswith("np.load") or name == "numpy.load"
              if keyword(c, "allow_pickle") is True]
     assert not allow, f"np.load(allow_pickle=True) at {allow}"
-    source = (ROOT / "advlab/data/datasets.py").read_text()
+    source = (ROOT / "advlab/data/formats.py").read_text()
     assert "class _BatchUnpickler(pickle.Unpickler)" in source and "def find_class" in source
 
 

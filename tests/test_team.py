@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import copy_repo, repo_env
 
-from advlab.data.datasets import md5
+from advlab.data.formats import md5
 from advlab.models import load_model
 
 # the CI profile shrunk to seconds, run up to the test stage (attack and report add nothing

@@ -8,8 +8,8 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from advlab.data.datasets import synthetic_images
 from advlab.data.images import ImageSet, to_float
+from advlab.data.synthetic import synthetic_images
 from advlab.evaluation.robustness import fgsm_sweep
 from advlab.models import build_model, model_config
 from advlab.params import Params

@@ -1,2 +1,3 @@
-"""The download and split stages' logic: fetching and verifying the dataset's files, reading
-their formats, the synthetic generator, and images as uint8 tensors batched by indexing."""
+"""The download and split stages' logic: fetching and verifying the dataset's files (fetch),
+reading their formats (formats), the synthetic generator (synthetic), and images as uint8
+tensors batched by indexing (images)."""

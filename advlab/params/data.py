@@ -9,13 +9,15 @@ from pydantic import Field, Strict, model_validator
 from advlab.params.fields import Flag, Rule, Section, choice, integer
 
 DATASETS = ("cifar10", "fashion_mnist", "synthetic")
+DEFAULT_SOURCE = "source"  # the repository's placeholder folder (download while it is empty)
 OFFICIAL_TRAIN_SIZE = {"cifar10": 50_000, "fashion_mnist": 60_000}  # images, verified files
 
 
 class Data(Section):
     dataset: choice(DATASETS) = "cifar10"
-    source: Annotated[str | None, Strict(), Field(
-        description="a folder (a string) or null")] = None
+    source: Annotated[str, Strict(), Field(min_length=1, description=(
+        f"a folder (a non-empty string); the default {DEFAULT_SOURCE!r}, while it holds none of "
+        "the dataset's files, downloads them"))] = DEFAULT_SOURCE
     verify: Flag = True
     train_size: integer(gt=0) = 40_000
     val_size: integer(ge=0) = 10_000  # 0: no validation (train.keep last, no robust validation)

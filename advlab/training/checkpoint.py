@@ -21,7 +21,7 @@ import torch
 from advlab.core.closure import import_closure
 from advlab.core.errors import BadFileError
 from advlab.core.io import load_torch, save_torch
-from advlab.data.datasets import md5
+from advlab.data.formats import md5
 from advlab.params import Params
 from advlab.params.fields import Section
 from advlab.training.distributed import unwrap
