@@ -14,7 +14,7 @@ import hashlib
 import torch
 
 from advlab.attacks.registry import settings_of
-from advlab.data.datasets import synthetic_images
+from advlab.data.synthetic import synthetic_images
 from advlab.evaluation.robustness import sweep, worst_case
 from advlab.models import build_model, model_config
 from advlab.params import parse_params
