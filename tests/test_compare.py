@@ -126,9 +126,9 @@ def test_markdown_table(exps):
 
 
 def test_html_page_is_self_contained_with_a_curve_per_experiment(exps):
-    for exp, rows in zip(exps, ("1,1.3,0.82\n2,0.5,0.9\n", "1,1.2,0.80\n2,0.4,0.93\n"),
+    for exp, rows in zip(exps, (((1, 1.3, 0.82), (2, 0.5, 0.9)), ((1, 1.2, 0.8), (2, 0.4, 0.93))),
                          strict=True):
-        exp.train_csv = "epoch,loss,val_acc\n" + rows
+        exp.curves = [{"epoch": e, "loss": loss, "val_acc": acc} for e, loss, acc in rows]
     page = compare.to_html(compare.table(exps), exps)
     assert "<script" not in page
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)

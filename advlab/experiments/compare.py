@@ -27,7 +27,6 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from io import StringIO
 from pathlib import Path
 
 import pandas as pd
@@ -35,6 +34,7 @@ import vl_convert
 
 from advlab.core.io import write_text
 from advlab.experiments.profile import flatten
+from advlab.training.metrics import SUMMARY, curve_tables, join_curves, read_file
 
 EPS_KEY = re.compile(r"^attack\.json:(?P<method>[^.]+)\.accuracy\.eps=(?P<eps>[-+.\deE]+)$")
 HEADLINE = {"train.json:val_acc": "val_acc", "test.json:accuracy": "test_acc"}
@@ -51,7 +51,7 @@ class Experiment:
     name: str
     params: dict[str, object]  # dotted key (FILE:key for files other than params.yaml) -> value
     metrics: dict[str, object]  # FILE:dotted key, FILE the metrics file's name (as the gate)
-    train_csv: str | None = None  # the per-epoch curves, as text
+    curves: list[dict[str, float]] | None = None  # per epoch: epoch, loss, val_acc...
     rev: str = ""  # the git commit, "" for the workspace and folders
     source: dict[str, str] = field(default_factory=dict)  # metrics file name -> its path
 
@@ -135,19 +135,26 @@ def from_folder(folder: Path) -> Experiment:
                             for k, v in flatten(json.loads(path.read_text())).items()})
         except (json.JSONDecodeError, AttributeError) as err:
             raise CompareError(f"{path} is not a JSON object of metrics ({err})") from None
-    csv = folder / "train.csv"
-    return Experiment(f"{folder}", {}, metrics, csv.read_text() if csv.is_file() else None)
+    tables = curve_tables(folder)
+    return Experiment(f"{folder}", {}, metrics, join_curves(tables) if tables else None)
 
 
-def read_train_csv(exp: Experiment) -> str | None:
-    """train.csv beside train.json: from the experiment's commit, or the workspace's file."""
-    if exp.train_csv is not None or "train.json" not in exp.source:
-        return exp.train_csv
-    path = str(Path(exp.source["train.json"]).with_name("train.csv"))
-    if not exp.rev:
-        return Path(path).read_text() if Path(path).is_file() else None
-    done = subprocess.run(["git", "show", f"{exp.rev}:{path}"], capture_output=True, text=True)
+def file_at(rev: str, path: Path) -> str | None:
+    """A file's text at a git commit, or in the workspace for rev ""; None where it is absent."""
+    if not rev:
+        return read_file(path)
+    done = subprocess.run(["git", "show", f"{rev}:{path.as_posix()}"], capture_output=True,
+                          text=True)
     return done.stdout if done.returncode == 0 else None
+
+
+def read_curves(exp: Experiment) -> list[dict[str, float]] | None:
+    """The per-epoch curves DVCLive wrote beside train.json: from the experiment's commit, or
+    the workspace's files."""
+    if exp.curves is not None or SUMMARY not in exp.source:
+        return exp.curves
+    tables = curve_tables(Path(exp.source[SUMMARY]).parent, lambda path: file_at(exp.rev, path))
+    return join_curves(tables) if tables else None
 
 
 # --- the table ---------------------------------------------------------------------------------
@@ -257,9 +264,8 @@ def curves(exps: list[Experiment]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(per-epoch loss and val_acc, accuracy per method and eps), a row per point."""
     epochs = []
     for exp in exps:
-        text = read_train_csv(exp)
-        if text:
-            epochs.append(pd.read_csv(StringIO(text)).assign(experiment=exp.name))
+        if rows := read_curves(exp):
+            epochs.append(pd.DataFrame(rows).assign(experiment=exp.name))
     attack = pd.DataFrame([{"experiment": exp.name, "method": m, "epsilon": e, "accuracy": a}
                            for exp in exps for (m, e), a in attack_accuracy(exp).items()])
     return (pd.concat(epochs, ignore_index=True) if epochs else pd.DataFrame()), attack
