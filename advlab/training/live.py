@@ -1,7 +1,7 @@
 """DVCLive for the train stage: an epoch is a step, logged by rank 0 (see advlab.training.metrics
 for the files).
 
-Inside `dvc exp run` DVCLive also signals each step to the VS Code extension, and with a
+In a DVC repository DVCLive also signals each step to the VS Code extension, and with a
 Studio token (`dvc studio login`; DVC_STUDIO_OFFLINE=1 keeps it offline) sends every step to
 DVC Studio. Here DVCLive leaves dvc.yaml and git alone (dvc.yaml declares its files: an output
 folder, a metrics file, top-level params and plots) and saves no experiment of its own.
