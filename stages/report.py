@@ -30,7 +30,7 @@ def main(args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
-    path_arg(parser, "--metrics", "the folder with train.csv, test.json, confusion.csv, attack.*")
+    path_arg(parser, "--metrics", "the folder with train/, test.json, confusion.csv, attack.*")
     path_arg(parser, "--model", "the trained model (for the parameter table)")
     path_arg(parser, "--examples", "the attack stage's PNG of the perturbed first test image")
     path_arg(parser, "--out", "the report folder")

@@ -1,7 +1,8 @@
 """train stage: fit the model on the train split, validating after every epoch.
 
 Checkpointed after every epoch and resumed from it; with train.gpus > 1 it relaunches itself
-under torchrun (DDP), and rank 0 alone prints and writes.
+under torchrun (DDP), and rank 0 alone prints and writes. Each epoch goes to DVCLive (metrics
+and plots, advlab.training.live) and to TensorBoard.
 """
 
 import argparse
@@ -22,8 +23,9 @@ from advlab.params import Params, load_params
 from advlab.reporting.tensorboard_log import log_epoch, log_graph, log_hparams, open_writer
 from advlab.training import distributed
 from advlab.training.checkpoint import fit_resumable, run_inputs
+from advlab.training.live import TrainLive, log_live_epoch
 from advlab.training.loop import EpochResult, FitJob, overfitting_line
-from advlab.training.metrics import write_train_metrics
+from advlab.training.metrics import write_train_time
 
 
 def main(args: argparse.Namespace) -> None:
@@ -38,13 +40,14 @@ def main(args: argparse.Namespace) -> None:
     ranks = distributed.SINGLE
     if by_torchrun:
         ranks, device = distributed.join(device)
-    # rank 0 logs to TensorBoard; the writer is closed whatever ends training
-    with open_writer(args.tensorboard) if ranks.is_main else contextlib.nullcontext() as writer:
-        train(args, params, ranks, device, writer)
+    # rank 0 logs to TensorBoard and DVCLive; both are closed whatever ends training
+    with (open_writer(args.tensorboard) if ranks.is_main else contextlib.nullcontext() as writer,
+          TrainLive(args.metrics) if ranks.is_main else contextlib.nullcontext() as live):
+        train(args, params, ranks, device, writer, live)
 
 
 def train(args: argparse.Namespace, params: Params, ranks: distributed.Ranks,
-          device: torch.device, writer: SummaryWriter | None) -> None:
+          device: torch.device, writer: SummaryWriter | None, live: TrainLive | None) -> None:
     log = print if ranks.is_main else lambda *_: None
     splits = load_splits(args.splits, ("train", "val"))
     train_set, val_set = splits["train"].to(device), splits["val"].to(device)
@@ -53,19 +56,22 @@ def train(args: argparse.Namespace, params: Params, ranks: distributed.Ranks,
     model = prepare_model(new_model(params.train, splits["train"]), device,
                           pick_precision(params.base.precision, device))
     rows = parameter_table(model)
-    log(f"train: {params.train.model} on {device} in {str(model.precision).removeprefix('torch.')}"
+    precision = str(model.precision).removeprefix("torch.")
+    if live is not None:  # what params.yaml may leave to "auto", as this run resolved it
+        live.log_params({"device": device.type, "precision": precision, "processes": ranks.world})
+    log(f"train: {params.train.model} on {device} in {precision}"
         + (f" x {ranks.world} ranks" if ranks.world > 1 else "")
         + ", parameters by the lab's Table 1.3:")
     log(format_parameter_table(rows))
 
-    extra = {"model": {"params": sum(count for *_, count in rows)},
-             "adversarial": {"mode": params.train.adversarial, "eps": params.train.adv_eps}}
+    extra = {"model/params": sum(count for *_, count in rows),
+             "adversarial/mode": params.train.adversarial, "adversarial/eps": params.train.adv_eps}
     done: list[EpochResult] = []
 
     def on_epoch(result: EpochResult) -> None:  # rank 0: live metrics, then TensorBoard
         done.append(result)
-        write_train_metrics(args.metrics, done, extra, len(train_set), environment(device),
-                            params.train.keep)
+        log_live_epoch(live, done, extra, params.train.keep)
+        write_train_time(args.metrics, done, len(train_set), environment(device))
         log_epoch(writer, result)
         if line := overfitting_line(done):
             log(line)
@@ -89,7 +95,7 @@ def train(args: argparse.Namespace, params: Params, ranks: distributed.Ranks,
     save_model(args.model, kept)
     last = history[-1]
     log(f"train: wrote {args.model}" + kept_note(job)
-        + f"; {args.metrics}/train.json, train.csv and train_time.json after every epoch")
+        + f"; {args.metrics}/train.json, train/ (DVCLive) and train_time.json after every epoch")
     log_graph(writer, kept, to_float(train_set.images[:1]))
     validated = {} if last.val_acc is None else {
         "val_acc": last.val_acc, "best_val_acc": max(r.val_acc for r in history)}
@@ -108,7 +114,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     path_arg(parser, "--splits", "the folder with train.pt and val.pt")
     path_arg(parser, "--model", "where to write the trained model")
-    path_arg(parser, "--metrics", "the folder for train.json and train.csv")
+    path_arg(parser, "--metrics", "the folder for train.json, train_time.json and train/")
     path_arg(parser, "--tensorboard", "the TensorBoard run folder of this stage")
     path_arg(parser, "--checkpoint", "the checkpoint written after every epoch, resumed from")
     run_stage("train", main, parser)

@@ -22,6 +22,9 @@ from advlab.training.loop import FitJob, fit
 # Tiny models and single-image passes gain nothing from threads, and on 2 busy cores each op's
 # thread barrier can wait out a scheduler time slice (measured up to 30x slower): one thread.
 torch.set_num_threads(1)
+# Offline whatever the machine: with a Studio token (`dvc studio login`), dvc exp run and the
+# train stage's DVCLive would send the tests' runs to DVC Studio. Spawned processes inherit it.
+os.environ["DVC_STUDIO_OFFLINE"] = "1"
 
 ROOT = Path(__file__).resolve().parents[1]
 GIT_IDENTITY = {"GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.invalid",

@@ -12,7 +12,15 @@ from pathlib import Path
 import pytest
 
 from advlab.experiments import compare
-from advlab.experiments.compare import CompareError, Experiment
+from advlab.experiments.compare_read import (
+    CompareError,
+    Experiment,
+    experiments_of,
+    from_folder,
+    select,
+)
+from advlab.experiments.compare_render import to_html, to_markdown, to_text
+from advlab.experiments.compare_table import table
 
 FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "exp_show.json").read_text())
 REPO = Path(__file__).resolve().parents[1]
@@ -37,18 +45,18 @@ def metric(name: str, file: str, *keys: str) -> object:
 
 @pytest.fixture
 def exps() -> list[Experiment]:
-    return compare.select(compare.experiments_of(FIXTURE), [])
+    return select(experiments_of(FIXTURE), [])
 
 
 def test_every_entry_is_read_and_the_default_keeps_those_with_metrics(exps):
-    found = compare.experiments_of(FIXTURE)
+    found = experiments_of(FIXTURE)
     assert [e.name for e in found] == ["workspace", "issue12", "ci-b", "ci-a"]
     assert not found[1].metrics  # HEAD: dvc.lock and metrics are not committed
     # the workspace is ci-b applied: shown once, under the experiment's name
     assert [e.name for e in exps] == ["ci-b", "ci-a"]
-    assert [e.name for e in compare.select(found, ["ci-a", "workspace"])] == ["ci-a",
+    assert [e.name for e in select(found, ["ci-a", "workspace"])] == ["ci-a",
                                                                               "workspace"]
-    assert compare.select(found, [exp_data("ci-a")["rev"][:7]])[0].name == "ci-a"
+    assert select(found, [exp_data("ci-a")["rev"][:7]])[0].name == "ci-a"
 
 
 def test_unknown_experiment_is_one_clear_line(monkeypatch, capsys):
@@ -60,7 +68,7 @@ def test_unknown_experiment_is_one_clear_line(monkeypatch, capsys):
 
 
 def test_row_per_experiment_with_differing_params_and_headline_metrics(exps):
-    frame = compare.table(exps)
+    frame = table(exps)
     eps = exp_data("ci-b")["params"]["params.yaml"]["data"]["attack"]["epsilons"]
     assert list(frame.columns) == [
         "attack.methods", "train.lr", "val_acc", "test_acc",
@@ -82,24 +90,24 @@ def test_attack_methods_are_read_from_the_file_whatever_they_are():
     document = copy.deepcopy(FIXTURE)
     attack = document[1]["experiments"][1]["revs"][0]["data"]["metrics"]["metrics/attack.json"]
     attack["data"]["square"] = {"accuracy": {"eps=0.1": 0.25, "eps=0.2": 0.125}}
-    frame = compare.table(compare.select(compare.experiments_of(document), []), eps=0.2)
+    frame = table(select(experiments_of(document), []), eps=0.2)
     assert list(frame.columns) == ["attack.methods", "train.lr", "val_acc", "test_acc",
                                    "fgsm@0.2", "pgd@0.2", "square@0.2", "train_s"]
     assert frame.loc["ci-a", "square@0.2"] == 0.125
 
 
 def test_eps_picks_one_column_per_method_and_an_absent_eps_is_an_error(exps):
-    frame = compare.table(exps, eps=0.1)
+    frame = table(exps, eps=0.1)
     assert [c for c in frame.columns if "@" in c] == ["fgsm@0.1", "pgd@0.1"]
     with pytest.raises(CompareError, match=r"no attack at eps 0.7; the experiments have eps "
                                            r"0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3"):
-        compare.table(exps, eps=0.7)
+        table(exps, eps=0.7)
 
 
 @pytest.mark.parametrize("copies", [1, 5])
 def test_terminal_table_fits_in_100_columns(exps, copies):
     many = [Experiment(f"{e.name}-{i}", e.params, e.metrics) for i in range(copies) for e in exps]
-    text = compare.to_text(compare.table(many), width=100)
+    text = to_text(table(many), width=100)
     assert max(len(line) for line in text.splitlines()) <= 100
     for exp in many:  # every experiment and every metric is shown
         assert exp.name in text
@@ -107,7 +115,7 @@ def test_terminal_table_fits_in_100_columns(exps, copies):
 
 
 def test_narrow_table_stays_a_row_per_experiment(exps):
-    text = compare.to_text(compare.table(exps, eps=0.1), width=100)
+    text = to_text(table(exps, eps=0.1), width=100)
     header, *rows = text.splitlines()
     assert header.split() == ["experiment", "attack.methods", "train.lr", "val_acc", "test_acc",
                               "fgsm@0.1", "pgd@0.1", "train_s"]
@@ -116,7 +124,7 @@ def test_narrow_table_stays_a_row_per_experiment(exps):
 
 
 def test_markdown_table(exps):
-    lines = compare.to_markdown(compare.table(exps, eps=0.1)).splitlines()
+    lines = to_markdown(table(exps, eps=0.1)).splitlines()
     assert lines[0] == ("| experiment | attack.methods | train.lr | val_acc | test_acc | "
                         "fgsm@0.1 | pgd@0.1 | train_s |")
     assert lines[1] == "| " + " | ".join(["---"] * 8) + " |"
@@ -126,10 +134,10 @@ def test_markdown_table(exps):
 
 
 def test_html_page_is_self_contained_with_a_curve_per_experiment(exps):
-    for exp, rows in zip(exps, ("1,1.3,0.82\n2,0.5,0.9\n", "1,1.2,0.80\n2,0.4,0.93\n"),
+    for exp, rows in zip(exps, (((1, 1.3, 0.82), (2, 0.5, 0.9)), ((1, 1.2, 0.8), (2, 0.4, 0.93))),
                          strict=True):
-        exp.train_csv = "epoch,loss,val_acc\n" + rows
-    page = compare.to_html(compare.table(exps), exps)
+        exp.curves = [{"epoch": e, "loss": loss, "val_acc": acc} for e, loss, acc in rows]
+    page = to_html(table(exps), exps)
     assert "<script" not in page
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
     assert page.count("<svg") == 3  # loss, val_acc, accuracy under attack
@@ -139,8 +147,8 @@ def test_html_page_is_self_contained_with_a_curve_per_experiment(exps):
 
 
 def test_a_folder_of_metrics_is_a_row_without_params(exps):
-    baseline = compare.from_folder(REPO / "results" / "ci")
-    frame = compare.table([*exps, baseline], eps=0.1)
+    baseline = from_folder(REPO / "results" / "ci")
+    frame = table([*exps, baseline], eps=0.1)
     saved = json.loads((REPO / "results/ci/test.json").read_text())
     assert frame.loc[str(REPO / "results" / "ci"), "test_acc"] == saved["accuracy"]
     assert list(frame.columns)[:2] == ["attack.methods", "train.lr"]  # from the experiments
@@ -155,6 +163,6 @@ def test_environment_is_shown_where_the_experiments_differ_in_it():
         for stage in ("train", "test"):
             metrics[f"metrics/{stage}_time.json"]["data"]["environment"] = {
                 "python": "3.11.7", "torch": torch_version if stage == "train" else "2.14.1"}
-    frame = compare.table(compare.select(compare.experiments_of(document), []))
+    frame = table(select(experiments_of(document), []))
     assert [c for c in frame.columns if c.startswith("env.")] == ["env.train.torch"]
     assert frame["env.train.torch"].to_dict() == {"ci-b": "2.9.0", "ci-a": "2.14.1"}

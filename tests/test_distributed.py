@@ -12,6 +12,7 @@ import yaml
 from advlab.data.synthetic import synthetic_images
 from advlab.models import load_model
 from advlab.training.distributed import torchrun_command
+from advlab.training.metrics import read_curves
 
 STAGE = Path(__file__).resolve().parents[1] / "stages" / "train.py"
 
@@ -39,8 +40,9 @@ def test_two_gloo_processes_train_in_step_and_rank_0_writes_once(tmp_path):
     assert "weights identical across 2 ranks" in done.stdout
     assert done.stdout.count("train: wrote") == 1 and done.stdout.count("train: done") == 1
     assert sorted(p.name for p in (tmp_path / "metrics").iterdir()) == [
-        "train.csv", "train.json", "train_time.json"]
-    assert len((tmp_path / "metrics" / "train.csv").read_text().splitlines()) == 2
+        "train", "train.json", "train_time.json"]  # train/: DVCLive's, written by rank 0 alone
+    assert [row["epoch"] for row in read_curves(tmp_path / "metrics")] == [1]
+    assert "processes: 2" in (tmp_path / "metrics/train/params.yaml").read_text()
     assert not list(tmp_path.rglob("*.tmp"))
     assert (tmp_path / "checkpoint.pt").is_file() and list((tmp_path / "tb").iterdir())
     model = load_model(tmp_path / "m.pt")

@@ -60,7 +60,7 @@ def test_two_experiments_are_listed_with_their_params_and_metrics(two_experiment
         assert data["params"]["params.yaml"]["data"]["train"]["lr"] == float(lr)
         metrics = data["metrics"]
         assert 0 <= metrics["metrics/test.json"]["data"]["accuracy"] <= 1
-        assert metrics["metrics/train.json"]["data"]["epochs"] == 1
+        assert metrics["metrics/train.json"]["data"]["step"] == 1  # DVCLive's: epochs done
     weight_decay = {lr: listed[f"lr-{lr}"]["params"]["params.yaml"]["data"]["train"]
                     ["weight_decay"] for lr in LEARNING_RATES}
     assert weight_decay == {LEARNING_RATES[0]: 0.0005, LEARNING_RATES[1]: 0.0}
@@ -75,7 +75,7 @@ def test_stages_record_their_time_per_stage_and_attack_method(two_experiments):
         assert set(metrics["metrics/attack_time.json"]) == {*methods, "environment"}
         assert set(methods) <= set(metrics["metrics/attack.json"])
         train = metrics["metrics/train_time.json"]
-        images = 300 * metrics["metrics/train.json"]["epochs"]  # data.train_size in SMALLER
+        images = 300 * metrics["metrics/train.json"]["step"]  # data.train_size in SMALLER
         assert train["images_per_s"] == pytest.approx(images / train["seconds"], rel=0.01)
         assert set(metrics["metrics/test_time.json"]) == {"seconds", "images_per_s",
                                                           "environment"}

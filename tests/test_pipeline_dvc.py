@@ -12,6 +12,7 @@ import yaml
 from conftest import copy_repo, repo_env
 
 from advlab.experiments.profile import deep_merge
+from advlab.training.metrics import read_curves
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"data": {"dataset": "synthetic", "synthetic_train": 600, "synthetic_test": 200,
@@ -45,10 +46,21 @@ def test_repro_then_experiment_reruns_only_train_and_later(tmp_path):
         assert f"Running stage '{stage}'" in out
     train = json.loads((repo / "metrics/train.json").read_text())
     test = json.loads((repo / "metrics/test.json").read_text())
-    assert train["epochs"] == 1 and train["model"]["params"] > 50_000
+    assert train["step"] == 1 and train["model"]["params"] > 50_000
     assert 0 <= test["accuracy"] <= 1 and len(test["per_class"]) == 10
-    rows = (repo / "metrics/train.csv").read_text().splitlines()
-    assert rows[0] == "epoch,loss,val_acc" and len(rows) == 2
+    assert read_curves(repo / "metrics") == [
+        {"epoch": 1, "loss": train["loss"], "val_acc": train["val_acc"]}]
+    # DVC reads DVCLive's files: its summary and params in exp show, its tables in plots show
+    workspace = json.loads(dvc(repo, "exp", "show", "--json"))[0]
+    assert workspace["rev"] == "workspace"
+    assert workspace["data"]["metrics"]["metrics/train.json"]["data"] == train
+    logged = workspace["data"]["params"]["metrics/train/params.yaml"]["data"]
+    assert set(logged) == {"device", "precision", "processes"} and logged["processes"] == 1
+    plots = json.loads(dvc(repo, "plots", "show", "--json"))["data"]
+    for title, curve in (("Training loss per epoch", "loss"),
+                         ("Validation accuracy per epoch", "val_acc")):
+        points = plots[title][0]["content"]["data"]["values"]
+        assert [(p["step"], float(p[curve])) for p in points] == [("1", train[curve])], title
     assert len((repo / "metrics/confusion.csv").read_text().splitlines()) == 201
     split_mtime = (repo / "data/splits/train.pt").stat().st_mtime_ns
 

@@ -91,3 +91,16 @@ def test_a_bad_profile_value_is_one_line_and_runs_nothing(repo, capsys, monkeypa
     assert capsys.readouterr().err == (
         "profile: error: profiles/bad.yaml: params: train.lr = -1 is not allowed; "
         "expected a finite number > 0\n")
+
+
+def test_save_copies_the_metrics_files_and_dvclive_folder_as_the_baseline_holds_them(tmp_path):
+    """`--save DIR` (.ci/baseline): results/ci's layout, from a metrics folder."""
+    metrics = tmp_path / "metrics"
+    baseline = ROOT / "results" / "ci"
+    shutil.copytree(baseline, metrics)
+    (metrics / ".gitkeep").touch()
+    profile.save_metrics(metrics, tmp_path / "saved")
+    files = sorted(p.relative_to(baseline).as_posix() for p in baseline.rglob("*") if p.is_file())
+    assert "train/plots/metrics/loss.tsv" in files and "train.json" in files
+    assert sorted(p.relative_to(tmp_path / "saved").as_posix()
+                  for p in (tmp_path / "saved").rglob("*") if p.is_file()) == files

@@ -25,6 +25,7 @@ from advlab.params.fields import ParamsError
 from advlab.params.train import Train
 from advlab.training.distributed import unwrap
 from advlab.training.loop import EpochResult, FitJob, best_epoch, fit, overfitting_line
+from advlab.training.metrics import read_curves
 from advlab.training.optim import Ema, TrainState, parameter_groups
 
 LR = 0.1
@@ -247,10 +248,10 @@ def test_train_stage_saves_the_kept_ema_weights_and_reports_robust_validation(
     load_stage("train").main(argparse.Namespace(
         splits=Path("data/splits"), model=Path("models/model.pt"), metrics=Path("metrics"),
         tensorboard=Path("runs/train"), checkpoint=Path(CHECKPOINT)))
-    rows = (work / "metrics/train.csv").read_text().splitlines()
-    assert rows[0] == "epoch,loss,val_acc,robust_val_acc" and len(rows) == 4
+    rows = read_curves(work / "metrics")
+    assert list(rows[0]) == ["epoch", "loss", "val_acc", "robust_val_acc"] and len(rows) == 3
     metrics = json.loads((work / "metrics/train.json").read_text())
-    robust = [float(r.split(",")[3]) for r in rows[1:]]
+    robust = [r["robust_val_acc"] for r in rows]
     assert metrics["best_robust_val_acc"] == max(robust)
     assert metrics["kept_epoch"] == 1 + robust.index(max(robust))
     checkpoint = load_torch(work / CHECKPOINT)

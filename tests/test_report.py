@@ -20,10 +20,13 @@ from advlab.evaluation.robustness import fgsm_sweep
 from advlab.models import ModelConfig, build_model, parameter_table, save_model
 from advlab.reporting.figures import attack_examples, save_png
 from advlab.reporting.report import read_metrics
+from advlab.training.live import TrainLive, log_live_epoch
+from advlab.training.loop import EpochResult
 
 ROOT = Path(__file__).resolve().parents[1]
 EPSILONS = (0.0, 0.05, 0.125)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+TRAINED = ((1, 2.1, 0.2), (2, 1.7, 0.4))  # epoch, loss, val_acc
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +40,10 @@ def run(tmp_path_factory) -> Path:
     save_model(root / "model.pt", model)
 
     metrics = root / "metrics"
-    write_csv(metrics / "train.csv", ["epoch", "loss", "val_acc"], [(1, 2.1, 0.2), (2, 1.7, 0.4)])
+    with TrainLive(metrics) as live:  # the train stage's DVCLive files
+        history = [EpochResult(e, loss, acc, torch.zeros(1)) for e, loss, acc in TRAINED]
+        for done in (1, 2):
+            log_live_epoch(live, history[:done], {})
     report = classification_report(model, test_set, batch_size=16)
     write_json(metrics / "test.json", {k: report[k] for k in ("accuracy", "per_class")})
     write_csv(metrics / "confusion.csv", ["actual", "predicted"],
@@ -75,6 +81,8 @@ def test_report_lists_every_eps_the_params_and_the_parameter_arithmetic(run, rep
     attack_rows = re.findall(r"<tr><td>([0-9.]+)</td><td>([0-9.]+)</td>", attack_section)
     assert [float(eps) for eps, _ in attack_rows[:len(EPSILONS)]] == list(EPSILONS)
     metrics = read_metrics(run / "metrics")
+    assert metrics.train == [dict(zip(("epoch", "loss", "val_acc"), row, strict=True))
+                             for row in TRAINED]  # DVCLive's tables, joined by epoch
     reported = [float(acc) for _, acc in attack_rows[:len(EPSILONS)]]
     assert reported == pytest.approx([r["accuracy"] for r in metrics.attack["fgsm"]], abs=5e-5)
     assert reported[0] == pytest.approx(metrics.test_accuracy, abs=5e-5)

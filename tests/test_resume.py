@@ -120,14 +120,16 @@ def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
 
 def results(work: Path) -> dict:
     model = load_model(work / "models/model.pt")
+    live = work / "metrics/train"  # DVCLive's folder: a .tsv per curve, params.yaml
     return {"train.json": (work / "metrics/train.json").read_text(),
-            "train.csv": (work / "metrics/train.csv").read_text(),
+            "dvclive": {p.relative_to(live).as_posix(): p.read_text()
+                        for p in sorted(live.rglob("*")) if p.is_file()},
             "weights": model.state_dict(), "model.pt md5": md5(work / "models/model.pt")}
 
 
 def assert_same(got: dict, want: dict) -> None:
     assert got["train.json"] == want["train.json"]
-    assert got["train.csv"] == want["train.csv"]
+    assert got["dvclive"] == want["dvclive"]  # every epoch once, none repeated or missing
     assert got["model.pt md5"] == want["model.pt md5"]  # what dvc.lock records
     assert got["weights"].keys() == want["weights"].keys()
     for name, tensor in want["weights"].items():
@@ -187,13 +189,14 @@ STAGE_RECIPE = {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "schedule": "on
 
 @pytest.mark.slow
 def test_sgd_onecycle_ema_killed_mid_run_then_rerun_equals_uninterrupted_run(tmp_path):
-    """SIGKILL while the checkpoint of epoch 2 is written (held in its os.replace: the 5th, after
-    epoch 1's checkpoint and its 3 metrics files), so the rerun resumes the optimizer, schedule
-    and EMA of epoch 1's end. (The `step` hold patches Adam.step, which SGD never calls.)"""
+    """SIGKILL while the checkpoint of epoch 2 is written (held in its os.replace: the 4th, after
+    epoch 1's checkpoint, train.json and train_time.json; DVCLive appends its .tsv rows), so
+    the rerun resumes the optimizer, schedule and EMA of epoch 1's end. (The `step` hold
+    patches Adam.step, which SGD never calls.)"""
     reference = workdir(tmp_path / "reference", **STAGE_RECIPE)
     run(reference)
     work = workdir(tmp_path / "killed", **STAGE_RECIPE)
-    killed = kill_held(work, ("replace", 5))
+    killed = kill_held(work, ("replace", 4))
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert checkpoint_epochs(work) == 1
     rerun = run(work)

@@ -30,6 +30,7 @@ import yaml
 from advlab.core.io import atomic_path
 from advlab.params import parse_params
 from advlab.params.fields import ParamsError
+from advlab.training.metrics import LIVE_FOLDER
 
 PROFILES = Path("profiles")
 PARAMS = Path("params.yaml")
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name", help="a profile in profiles/ (e.g. synthetic, fashion_mnist, ci)")
     parser.add_argument("--save", type=Path, metavar="DIR",
-                        help="copy metrics/*.json and *.csv to DIR after the run")
+                        help="copy metrics/*.json, *.csv and train/ to DIR after the run")
     parser.add_argument("--dry-run", action="store_true", help="print the dvc command only")
     parser.add_argument("--on-workspace", action="store_true",
                         help="build on the workspace params.yaml, not the committed one")
@@ -150,13 +151,18 @@ def main(argv: list[str] | None = None) -> int:
     if (code := subprocess.call(command)) != 0:
         return code
     if args.save:
-        args.save.mkdir(parents=True, exist_ok=True)
-        for path in sorted(Path("metrics").glob("*.*")):
-            if path.suffix in (".json", ".csv"):
-                with atomic_path(args.save / path.name) as tmp:
-                    shutil.copyfile(path, tmp)
+        save_metrics(Path("metrics"), args.save)
         print(f"profile: metrics copied to {args.save}/")
     return 0
+
+
+def save_metrics(metrics: Path, folder: Path) -> None:
+    """metrics/*.json and *.csv, and the train stage's DVCLive folder, copied to `folder`."""
+    files = [p for p in metrics.glob("*.*") if p.suffix in (".json", ".csv")]
+    files += [p for p in (metrics / LIVE_FOLDER).rglob("*") if p.is_file()]
+    for path in sorted(files):
+        with atomic_path(folder / path.relative_to(metrics)) as tmp:
+            shutil.copyfile(path, tmp)
 
 
 if __name__ == "__main__":

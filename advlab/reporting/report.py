@@ -22,13 +22,14 @@ from advlab.core.errors import MissingInputError
 from advlab.evaluation.classification import confusion_matrix
 from advlab.params import Params
 from advlab.reporting import figures
+from advlab.training.metrics import read_curves
 
 
 @dataclass(frozen=True)
 class RunMetrics:
     """What the train, test and attack stages wrote to metrics/."""
 
-    train: list[dict[str, float]]  # per epoch: epoch, loss, val_acc
+    train: list[dict[str, float]]  # per epoch: epoch, loss, val_acc, robust_val_acc
     test_accuracy: float
     per_class: dict[str, float]  # in class order
     confusion: torch.Tensor  # counts[actual, predicted]
@@ -63,7 +64,7 @@ def attack_rows(rows: list[dict[str, str]]) -> dict[str, list[dict[str, float]]]
 
 def read_metrics(folder: str | Path) -> RunMetrics:
     folder = Path(folder)
-    for name in ("train.csv", "test.json", "confusion.csv", "attack.json", "attack.csv"):
+    for name in ("test.json", "confusion.csv", "attack.json", "attack.csv"):
         if not (folder / name).is_file():
             raise MissingInputError(f"{folder / name} does not exist: run the stage that "
                                     "writes it (dvc repro)")
@@ -75,7 +76,7 @@ def read_metrics(folder: str | Path) -> RunMetrics:
     counts = confusion_matrix(pairs[:, 0], pairs[:, 1], len(classes)) if len(pairs) else (
         torch.zeros(len(classes), len(classes), dtype=torch.int64))
     return RunMetrics(
-        train=[{k: float(v) for k, v in r.items()} for r in read_csv(folder / "train.csv")],
+        train=read_curves(folder),
         test_accuracy=test["accuracy"], per_class=test["per_class"], confusion=counts,
         attack=attack_rows(read_csv(folder / "attack.csv")),
         zero_grad_fraction=attack["zero_grad_fraction"], attacked_images=attack["images"],
@@ -84,7 +85,7 @@ def read_metrics(folder: str | Path) -> RunMetrics:
 
 
 def column(rows: list[dict[str, float]], name: str) -> list[float] | None:
-    """A train.csv column, None where the run has none (no validation, no robust one)."""
+    """A per-epoch curve, None where the run has none (no validation, no robust one)."""
     return [r[name] for r in rows] if rows and name in rows[0] else None
 
 

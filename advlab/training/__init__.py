@@ -1,2 +1,2 @@
 """The train stage's logic: the fit loop, optimizer and schedule, the resumable checkpoint,
-data-parallel ranks and the per-epoch metrics files."""
+data-parallel ranks and the per-epoch metrics (DVCLive)."""
