@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 import runpy
+import shlex
 import shutil
 import subprocess
 import sys
@@ -40,6 +42,18 @@ def copy_repo(dest: Path) -> Path:
         subprocess.run(["git", *command], cwd=dest, env=repo_env(dest), check=True,
                        capture_output=True)
     return dest
+
+
+def stage_argv(cmd: str, params: dict) -> list[str]:
+    """A dvc.yaml stage's command as DVC runs it: each ${key} filled in from params (a parsed
+    params.yaml, as Params.model_dump() gives it), then split into words."""
+    def value(match: re.Match) -> str:
+        node = params
+        for key in match.group(1).split("."):
+            node = node[key]
+        return str(node)
+
+    return shlex.split(re.sub(r"\$\{([\w.]+)\}", value, cmd))
 
 
 def run_stage_script(monkeypatch: pytest.MonkeyPatch, script: str, *args: str) -> None:
