@@ -110,10 +110,11 @@ def evaluate(params: Params, splits: Path) -> tuple[float, AttackResult]:
                              params.base.seed)
 
 
-def summary(clean: float, result: AttackResult, epsilons: list[Eps]) -> list[str]:
-    """AutoAttack's closing lines, per ε."""
+def summary(clean: float, result: AttackResult, written: list[Eps]) -> list[str]:
+    """AutoAttack's closing lines, per ε (as --eps wrote it, unless -S set attack.epsilons)."""
+    texts = {eps.value: eps.text for eps in written}
     lines = [f"clean accuracy: {clean:.2%}"]
-    for e, label in enumerate(eps.text for eps in epsilons):
+    for e, label in enumerate(texts.get(eps, f"{eps:g}") for eps in result.epsilons):
         lines += [f"eps {label}: robust accuracy after {title(name)}: {values[e]:.2%}"
                   for name, values in result.after.items()]
         lines.append(f"eps {label}: robust accuracy: {result.accuracy[e]:.2%}")
