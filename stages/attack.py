@@ -14,7 +14,7 @@ from advlab.data.images import load_splits
 from advlab.evaluation.attack_metrics import save_metrics
 from advlab.evaluation.classification import evaluation_batch_size
 from advlab.evaluation.robustness import AttackResult, attack_subset, sweep, worst_case
-from advlab.models import load_model
+from advlab.models.external import load_evaluated
 from advlab.params import load_params
 from advlab.reporting.figures import attack_examples, save_png
 from advlab.reporting.tensorboard_log import log_attack, open_writer
@@ -42,7 +42,9 @@ def main(args: argparse.Namespace) -> None:
     precision = pick_precision(params.base.precision, device)
     batch_size = evaluation_batch_size(params.evaluate.batch_size, device)
     # as in the test stage, so that accuracy at eps 0 equals the test accuracy exactly
-    model = prepare_model(load_model(args.model, device), device, precision)
+    model, model_file = load_evaluated(args.model, params.model, params.train, test_set, device)
+    print(f"attack: {model_file.describe()}")
+    model = prepare_model(model, device, precision)
     results = []
     per_run = len(test_set) * len(cfg.epsilons)  # images/s: one image per test image and eps
     for method in cfg.methods:
@@ -70,7 +72,7 @@ def main(args: argparse.Namespace) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     path_arg(parser, "--splits", "the folder with test.pt")
-    path_arg(parser, "--model", "the trained model")
+    path_arg(parser, "--model", "the model file to evaluate (model.file)")
     path_arg(parser, "--metrics", "the folder for attack.json, attack_time.json and attack.csv")
     path_arg(parser, "--examples",
              "the PNG of the first test image perturbed at each eps by the first method")

@@ -9,7 +9,7 @@ from advlab.core.stage import path_arg, run_stage
 from advlab.core.timing import Stopwatch, throughput
 from advlab.data.images import load_splits
 from advlab.evaluation.classification import classification_report, evaluation_batch_size
-from advlab.models import load_model
+from advlab.models.external import load_evaluated
 from advlab.params import load_params
 from advlab.reporting.tensorboard_log import log_test, open_writer
 
@@ -20,7 +20,9 @@ def main(args: argparse.Namespace) -> None:
     test_set = load_splits(args.splits, ("test",))["test"].to(device)
     precision = pick_precision(params.base.precision, device)
     batch_size = evaluation_batch_size(params.evaluate.batch_size, device)
-    model = prepare_model(load_model(args.model, device), device, precision)
+    model, model_file = load_evaluated(args.model, params.model, params.train, test_set, device)
+    print(f"test: {model_file.describe()}")
+    model = prepare_model(model, device, precision)
     with Stopwatch(device) as watch:
         report = classification_report(model, test_set, batch_size)
     print(f"test: accuracy {report['accuracy']:.4f} on {report['images']} images")
@@ -39,7 +41,7 @@ def main(args: argparse.Namespace) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     path_arg(parser, "--splits", "the folder with test.pt")
-    path_arg(parser, "--model", "the trained model")
+    path_arg(parser, "--model", "the model file to evaluate (model.file)")
     path_arg(parser, "--metrics", "the folder for test.json, test_time.json and confusion.csv")
     path_arg(parser, "--tensorboard", "the TensorBoard run folder of this stage")
     run_stage("test", main, parser)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 import runpy
+import shlex
 import shutil
 import subprocess
 import sys
@@ -51,6 +53,18 @@ def patch_official_md5s(monkeypatch: pytest.MonkeyPatch, batches: Path) -> None:
     code alike: CIFAR_MD5 is patched in place, the one dict both modules hold."""
     for path in batches.iterdir():
         monkeypatch.setitem(CIFAR_MD5, path.name, md5(path))
+
+
+def stage_argv(cmd: str, params: dict) -> list[str]:
+    """A dvc.yaml stage's command as DVC runs it: each ${key} filled in from params (a parsed
+    params.yaml, as Params.model_dump() gives it), then split into words."""
+    def value(match: re.Match) -> str:
+        node = params
+        for key in match.group(1).split("."):
+            node = node[key]
+        return str(node)
+
+    return shlex.split(re.sub(r"\$\{([\w.]+)\}", value, cmd))
 
 
 def run_stage_script(monkeypatch: pytest.MonkeyPatch, script: str, *args: str) -> None:

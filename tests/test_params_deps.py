@@ -4,18 +4,22 @@ key read, and the record is compared with dvc.yaml."""
 
 from __future__ import annotations
 
-import shlex
 import shutil
 import signal
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
-from conftest import run_stage_script
+from conftest import run_stage_script, stage_argv
 
-from advlab.params import Params
+from advlab.data.images import ImageSet
+from advlab.models import ModelConfig, build_model
+from advlab.models.registry import arch_options
+from advlab.params import Params, load_params
 from advlab.params.attack import METHODS
 from advlab.params.fields import leaf_keys, recording_reads
+from advlab.params.train import Train
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
@@ -28,6 +32,9 @@ TINY = {"data": {"dataset": "synthetic", "synthetic_train": 240, "synthetic_test
                    "max_images": 8, "pgd": BUDGET, "apgd_ce": BUDGET,
                    "apgd_t": {**BUDGET, "targets": 2}, "fab_t": {**BUDGET, "targets": 2},
                    "square": {"queries": 4}}}
+# architectures with options, tiny: a state_dict of each makes the stages read them
+STATE_DICTS = {"wide_resnet": {"depth": 10, "width": 1},
+               "fast_cnn": {"widths": [8, 8], "whiten": False}}
 
 
 def declared(stage: str) -> set[str]:
@@ -39,7 +46,7 @@ def declared(stage: str) -> set[str]:
 
 def run_recorded(monkeypatch: pytest.MonkeyPatch, stage: str) -> set[str]:
     """The keys the stage's dvc.yaml command reads, run in this process."""
-    python, script, *args = shlex.split(STAGES[stage]["cmd"])
+    python, script, *args = stage_argv(STAGES[stage]["cmd"], load_params().model_dump())
     with recording_reads() as reads:
         run_stage_script(monkeypatch, Path(script).name, *args)
     return reads
@@ -48,7 +55,8 @@ def run_recorded(monkeypatch: pytest.MonkeyPatch, stage: str) -> set[str]:
 @pytest.fixture
 def pipeline_reads(tmp_path, monkeypatch) -> dict[str, set[str]]:
     """Every stage on tiny synthetic data, then download again on a CIFAR-format folder named
-    by data.source (the branch that reads data.verify); the keys each stage read."""
+    by data.source (the branch that reads data.verify), and test, attack and report on a
+    state_dict of each architecture with options; the keys each stage read."""
     handler = signal.getsignal(signal.SIGTERM)  # run_stage installs its own
     monkeypatch.chdir(tmp_path)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(TINY))
@@ -60,6 +68,19 @@ def pipeline_reads(tmp_path, monkeypatch) -> dict[str, set[str]]:
                               "source": str(tmp_path / "elsewhere")}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(other))
     reads["download"] |= run_recorded(monkeypatch, "download")
+
+    # A state_dict as model.file: test, attack and report build train.model with its options
+    test_set = ImageSet.load(tmp_path / "data/splits/test.pt")
+    for arch, options in STATE_DICTS.items():
+        train = Train(model=arch, **options)
+        model = build_model(ModelConfig(arch, 3, 32, len(test_set.classes), (0.5,) * 3,
+                                        (0.25,) * 3, arch_options(arch, train)))
+        torch.save(model.state_dict(), tmp_path / "weights.pt")
+        external = {**TINY, "model": {"file": "weights.pt"},
+                    "train": {**TINY["train"], "model": arch, **options}}
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(external))
+        for stage in ("test", "attack", "report"):
+            reads[stage] |= run_recorded(monkeypatch, stage)
     signal.signal(signal.SIGTERM, handler)
     return reads
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from dvc.utils.hydra import apply_overrides
 
 from advlab.experiments import profile
 from advlab.experiments.profile import deep_merge
@@ -104,3 +105,17 @@ def test_save_copies_the_metrics_files_and_dvclive_folder_as_the_baseline_holds_
     assert "train/plots/metrics/loss.tsv" in files and "train.json" in files
     assert sorted(p.relative_to(tmp_path / "saved").as_posix()
                   for p in (tmp_path / "saved").rglob("*") if p.is_file()) == files
+
+
+def test_a_normalize_mapping_an_experiment_left_is_set_back(repo, monkeypatch):
+    """model.normalize holds a mapping or null: the profile sets it back as one value, in the
+    grammar DVC's own writer reads."""
+    normalize = "model.normalize={mean:[0.5,0.5,0.5],std:[0.25,0.25,0.25]}"
+    apply_overrides(Path("params.yaml"), [normalize, "model.file=robust.pt"])
+    monkeypatch.setattr(profile.subprocess, "call", lambda command: apply_overrides(
+        Path("params.yaml"), [s for f, s in zip(command, command[1:], strict=False)
+                              if f == "-S"]) or 0)
+    assert profile.main(["ci"]) == 0
+    assert params() == expected("ci")
+    assert profile.set_args({"model.normalize": {"mean": [0.5], "std": [0.25]}}) == [
+        "-S", "model.normalize={mean:[0.5],std:[0.25]}"]

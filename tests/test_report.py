@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import re
 import runpy
 import shutil
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from advlab.core.io import write_csv, write_json
 from advlab.data.images import ImageSet
@@ -38,6 +41,10 @@ def run(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     model = build_model(ModelConfig("lab_cnn", 3, 16, 10, (0.3,) * 3, (0.2,) * 3)).eval()
     save_model(root / "model.pt", model)
+    test_set.save(root / "splits" / "test.pt")
+    with warnings.catch_warnings():  # torch.jit is deprecated in favour of torch.export
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.save(torch.jit.trace(model, torch.rand(1, 3, 16, 16)), root / "elsewhere.pt")
 
     metrics = root / "metrics"
     with TrainLive(metrics) as live:  # the train stage's DVCLive files
@@ -57,16 +64,46 @@ def run(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def report_dir(run) -> Path:
-    """Runs stages/report.py's main in the run folder (it reads params.yaml from there)."""
+def run_report(run: Path, model: str, out: str) -> Path:
+    """stages/report.py's main in the run folder (it reads params.yaml from there)."""
     main = runpy.run_path(str(ROOT / "stages" / "report.py"))["main"]
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(run)
-        main(argparse.Namespace(metrics=run / "metrics", model=run / "model.pt",
-                                examples=run / "attack_examples.png", out=run / "reports",
-                                tensorboard=run / "runs" / "report"))
-    return run / "reports"
+        main(argparse.Namespace(metrics=run / "metrics", model=run / model, splits=run / "splits",
+                                examples=run / "attack_examples.png", out=run / out,
+                                tensorboard=run / "runs" / out))
+    return run / out
+
+
+@pytest.fixture(scope="module")
+def report_dir(run) -> Path:
+    return run_report(run, "model.pt", "reports")
+
+
+def test_report_of_a_model_trained_elsewhere_names_its_file_and_digests(run, report_dir):
+    """model.file names a TorchScript file: the report says which, with its md5 and sha256,
+    counts its parameters and shows no training record (metrics/train.csv is another model's)."""
+    params = yaml.safe_load((run / "params.yaml").read_text())
+    params["model"]["file"] = "elsewhere.pt"
+    (run / "params.yaml").write_text(yaml.safe_dump(params))
+    try:
+        out = run_report(run, "elsewhere.pt", "elsewhere")
+    finally:
+        shutil.copy(ROOT / "params.yaml", run / "params.yaml")
+    page = (out / "report.html").read_text()
+    data = (run / "elsewhere.pt").read_bytes()
+    evaluated = page.split("<h2>Model evaluated</h2>")[1].split("<h2>")[0]
+    for shown in (str(run / "elsewhere.pt"), "TorchScript", hashlib.md5(data).hexdigest(),
+                  hashlib.sha256(data).hexdigest(), "trained elsewhere"):
+        assert shown in evaluated, shown
+    assert "<h1>advlab report: elsewhere.pt on cifar10</h1>" in page
+    assert "Training" not in page and not (out / "figures" / "training_curves.png").exists()
+    total = sum(r[2] for r in parameter_table(build_model(
+        ModelConfig("lab_cnn", 3, 16, 10, (0,) * 3, (1,) * 3))))
+    assert f"<td>{total:,}</td>" in page.split("<h2>Parameters")[1].split("<h2>")[0]
+
+    trained = (report_dir / "report.html").read_text().split("<h2>Model evaluated</h2>")[1]
+    assert "advlab model file" in trained.split("<h2>")[0] and "<h2>Training" in trained
 
 
 def test_report_writes_the_page_and_every_figure(report_dir):

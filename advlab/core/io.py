@@ -80,6 +80,9 @@ def load_torch(path: str | Path, map_location: str | torch.device = "cpu") -> ob
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:  # torch's message advises weights_only=False: no
         refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        if refused is None and (garbled := re.search(r"Unsupported operand \d+", str(err))):
+            raise BadFileError(f"{path} is not a readable torch file ({garbled.group(0)}: "
+                               "neither a zip archive nor a pickle)") from err
         what = f" ({refused.group(1)})" if refused else ""
         raise BadFileError(f"{path} is not a readable torch file: it holds a pickled Python "
                            f"object{what}, refused because loading it could run code") from err

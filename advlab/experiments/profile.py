@@ -28,12 +28,15 @@ from pathlib import Path
 import yaml
 
 from advlab.core.io import atomic_path
-from advlab.params import parse_params
-from advlab.params.fields import ParamsError
+from advlab.params import Params, parse_params
+from advlab.params.fields import ParamsError, leaf_keys
 from advlab.training.metrics import LIVE_FOLDER
 
 PROFILES = Path("profiles")
 PARAMS = Path("params.yaml")
+
+
+LEAVES = frozenset(leaf_keys(Params))  # the keys of params.yaml that hold a value
 
 
 def deep_merge(base: dict, overrides: dict) -> dict:
@@ -47,10 +50,11 @@ def deep_merge(base: dict, overrides: dict) -> dict:
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
+    """Dotted key -> value; a key whose value may be a mapping (model.normalize) stays one."""
     flat: dict[str, object] = {}
     for key, value in tree.items():
         name = f"{prefix}{key}"
-        if isinstance(value, dict):
+        if isinstance(value, dict) and name not in LEAVES:
             flat.update(flatten(value, f"{name}."))
         else:
             flat[name] = value
@@ -120,11 +124,19 @@ def plan(name: str, on_workspace: bool = False, keep: Collection[str] = (),
 
 
 def set_args(settings: dict[str, object]) -> list[str]:
-    """`-S key=value` for each setting; values in JSON, which DVC's override grammar reads."""
+    """`-S key=value` for each setting, in DVC's (Hydra's) override grammar."""
     args = []
     for key, value in settings.items():
-        args += ["-S", f"{key}={json.dumps(value)}"]
+        args += ["-S", f"{key}={override_value(value)}"]
     return args
+
+
+def override_value(value: object) -> str:
+    """JSON, which the grammar reads, but a mapping as {key:value,...}: it takes no quoted
+    keys."""
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{override_value(v)}" for k, v in value.items()) + "}"
+    return json.dumps(value)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,8 +20,18 @@ def save_model(path: str | Path, model: Classifier) -> None:
 
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> Classifier:
     blob = load_torch(path)
-    if not isinstance(blob, dict) or {"config", "state_dict"} - set(blob):
+    if not is_model_file(blob):
         raise BadFileError(f"{path} is not a model file (expected config and state_dict)")
+    return model_from_file(blob).to(device).eval()
+
+
+def is_model_file(blob: object) -> bool:
+    """Whether a loaded torch file holds what save_model writes."""
+    return isinstance(blob, dict) and not {"config", "state_dict"} - set(blob)
+
+
+def model_from_file(blob: dict) -> Classifier:
+    """The model save_model wrote, from the file's loaded contents."""
     model = build_model(ModelConfig.from_dict(blob["config"]))
     model.load_state_dict(blob["state_dict"])
-    return model.to(device).eval()
+    return model

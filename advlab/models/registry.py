@@ -44,11 +44,17 @@ def model_config(arch: str, train_set: ImageSet, train: Train | None = None) -> 
     channels, height, width = train_set.shape
     if height != width:
         raise ValueError(f"images must be square, got {height}x{width}")
-    options = {key: _plain(getattr(train, key)) for key in ARCHITECTURES[arch].options}
     return ModelConfig(arch=arch, in_channels=channels, image_size=height,
                        num_classes=len(train_set.classes),
                        mean=tuple(round(v, 6) for v in pixels.mean(1).tolist()),
-                       std=tuple(round(v, 6) for v in pixels.std(1).tolist()), options=options)
+                       std=tuple(round(v, 6) for v in pixels.std(1).tolist()),
+                       options=arch_options(arch, train))
+
+
+def arch_options(arch: str, train: Train) -> dict:
+    """The train params the architecture reads (wide_resnet: depth, width), as ModelConfig
+    holds them."""
+    return {key: _plain(getattr(train, key)) for key in ARCHITECTURES[arch].options}
 
 
 def _plain(value: object) -> object:

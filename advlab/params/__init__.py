@@ -1,7 +1,7 @@
 """The one typed view of params.yaml: parsed and validated once, then passed around frozen.
 
 One pydantic model per section, each in its module of this package (base, data, train,
-evaluate, attack). Each field's `description` says what it allows; the same text ends the
+model, evaluate, attack). Each field's `description` says what it allows; the same text ends the
 one-line error for a bad value and is the hover text of the JSON schema (`python -m
 advlab.params --schema` writes params.schema.json, which params.yaml points at).
 """
@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import sys
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from advlab.params.base import Base
 from advlab.params.data import Data
 from advlab.params.evaluate import Evaluate
 from advlab.params.fields import ParamsError, Rule, Section, unrecorded
+from advlab.params.model import Model
 from advlab.params.train import Train
 
 SCHEMA_FILE = "params.schema.json"
@@ -33,6 +35,7 @@ class Params(Section):
     base: Base = Base()
     data: Data = Data()
     train: Train = Train()
+    model: Model = Model()
     evaluate: Evaluate = Evaluate()
     attack: Attack = Attack()
 
@@ -69,13 +72,21 @@ def _field(loc: tuple) -> tuple[str, type[BaseModel], Any]:
     return ".".join(keys), model, field
 
 
+def _value_model(annotation: Any) -> type[BaseModel] | None:
+    """The model of a value that is a mapping, or null (model.normalize), else None."""
+    return next((arg for arg in typing.get_args(annotation)
+                 if isinstance(arg, type) and issubclass(arg, BaseModel)), None)
+
+
 def _message(error: dict) -> str:
     """One line for pydantic's first error: the key, the value and what is allowed."""
     key, model, field = _field(error["loc"])
     value = error["input"]
     if error["type"] == "extra_forbidden":
         unknown = f"{key}.{error['loc'][-1]}" if key else error["loc"][-1]
-        return f"unknown key {unknown}; known keys: {', '.join(sorted(model.model_fields))}"
+        value_model = _value_model(field.annotation) if field is not None else None
+        known = (value_model or model).model_fields  # model.normalize: a value with keys
+        return f"unknown key {unknown}; known keys: {', '.join(sorted(known))}"
     cause = error.get("ctx", {}).get("error")
     if isinstance(cause, Rule):
         key = " + ".join(f"{key}.{name}" if key else name for name in cause.keys)

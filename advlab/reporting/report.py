@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from advlab.attacks.registry import WORST_CASE, title
 from advlab.core.errors import MissingInputError
 from advlab.evaluation.classification import confusion_matrix
+from advlab.models.external import ModelFile
 from advlab.params import Params
 from advlab.reporting import figures
 from advlab.training.metrics import read_curves
@@ -89,13 +90,15 @@ def column(rows: list[dict[str, float]], name: str) -> list[float] | None:
     return [r[name] for r in rows] if rows and name in rows[0] else None
 
 
-def make_figures(metrics: RunMetrics) -> dict[str, Figure]:
-    """The lab's Figure 1.2, accuracy vs eps and the confusion matrix, by file stem."""
+def make_figures(metrics: RunMetrics, trained_here: bool = True) -> dict[str, Figure]:
+    """The lab's Figure 1.2 (for the train stage's model only), accuracy vs eps and the
+    confusion matrix, by file stem."""
     train = metrics.train
+    training = {"training_curves": figures.training_curves(
+        [int(r["epoch"]) for r in train], [r["loss"] for r in train],
+        column(train, "val_acc"), column(train, "robust_val_acc"))} if trained_here else {}
     return {
-        "training_curves": figures.training_curves(
-            [int(r["epoch"]) for r in train], [r["loss"] for r in train],
-            column(train, "val_acc"), column(train, "robust_val_acc")),
+        **training,
         "accuracy_vs_epsilon": figures.accuracy_vs_epsilon(
             [r["epsilon"] for r in next(iter(metrics.attack.values()))],
             {m: [r["accuracy"] for r in rows] for m, rows in metrics.attack.items()}),
@@ -153,21 +156,11 @@ th{background:#f3f3f3}td{text-align:right}td:first-child{text-align:left}
 img{max-width:100%}.note{color:#555}"""
 
 
-def render_html(params: Params, parameter_rows: Sequence[tuple[str, str, int]],
-                metrics: RunMetrics, pngs: Mapping[str, bytes]) -> str:
-    """The whole report as one HTML string; pngs by figure name (see make_figures), plus
-    `attack_examples`."""
-    total = sum(count for *_, count in parameter_rows)
-    first = metrics.methods[0]
-    eps0 = next((r["accuracy"] for r in metrics.attack[first] if r["epsilon"] == 0), None)
-    param_values = [(f"{section}.{key}", json.dumps(value))  # as YAML writes them
-                    for section, values in params.as_dict().items()
-                    for key, value in values.items()]
-    parts = [
-        f"<h1>advlab report: {html.escape(params.train.model)} on "
-        f"{html.escape(params.data.dataset)}</h1>",
-        f"<p>Test accuracy <b>{metrics.test_accuracy:.4f}</b>; {total:,} parameters; "
-        f"{len(metrics.train)} epochs; {_training_mode(params)}.</p>",
+def _training(params: Params, metrics: RunMetrics, pngs: Mapping[str, bytes]) -> list[str]:
+    """The train stage's record; none for a model trained elsewhere (model.file)."""
+    if not params.model.trained_here:
+        return []
+    return [
         "<h2>Training (the lab's Figure 1.2)</h2>",
         "<p class=note>Validation accuracy after every epoch; the test set is used once, "
         "below.</p>",
@@ -176,6 +169,40 @@ def render_html(params: Params, parameter_rows: Sequence[tuple[str, str, int]],
                [(int(r["epoch"]), f"{r['loss']:.4f}",
                  f"{r['val_acc']:.4f}" if "val_acc" in r else "none (data.val_size 0)")
                 for r in metrics.train]),
+    ]
+
+
+def _evaluated(params: Params, model_file: ModelFile) -> list[str]:
+    """Which model the test and attack numbers are of: the file, its form and digests."""
+    origin = ("the train stage's model" if params.model.trained_here
+              else "trained elsewhere: this run has no training record of it")
+    return ["<h2>Model evaluated</h2>",
+            f"<p class=note>model.file, {origin}.</p>",
+            _table(["file", "form", "architecture", "md5", "sha256"],
+                   [(model_file.path, model_file.form, model_file.arch or "(TorchScript)",
+                     model_file.md5, model_file.sha256)])]
+
+
+def render_html(params: Params, parameter_rows: Sequence[tuple[str, str, int]],
+                metrics: RunMetrics, pngs: Mapping[str, bytes], model_file: ModelFile) -> str:
+    """The whole report as one HTML string; pngs by figure name (see make_figures), plus
+    `attack_examples`."""
+    total = sum(count for *_, count in parameter_rows)
+    first = metrics.methods[0]
+    eps0 = next((r["accuracy"] for r in metrics.attack[first] if r["epsilon"] == 0), None)
+    param_values = [(f"{section}.{key}", json.dumps(value))  # as YAML writes them
+                    for section, values in params.as_dict().items()
+                    for key, value in values.items()]
+    trained = params.model.trained_here
+    subject = params.train.model if trained else Path(model_file.path).name
+    how = (f"{len(metrics.train)} epochs; {_training_mode(params)}" if trained
+           else "trained elsewhere")
+    parts = [
+        f"<h1>advlab report: {html.escape(subject)} on {html.escape(params.data.dataset)}</h1>",
+        f"<p>Test accuracy <b>{metrics.test_accuracy:.4f}</b>; {total:,} parameters; "
+        f"{how}.</p>",
+        *_evaluated(params, model_file),
+        *_training(params, metrics, pngs),
         "<h2>Parameters (the lab's Table 1.3)</h2>",
         _table(["layer", "arithmetic", "parameters"],
                [*[(name, formula, f"{count:,}") for name, formula, count in parameter_rows],
