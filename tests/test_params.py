@@ -38,6 +38,8 @@ BAD = {  # case: (params.yaml overrides, the key named, the bad value as shown)
     "eps not a list": ({"attack": {"epsilons": 0.1}}, "attack.epsilons", "0.1"),
     "eps not numeric": ({"attack": {"epsilons": [0, "big"]}}, "attack.epsilons", "'big'"),
     "eps negative": ({"attack": {"epsilons": [0, -0.1]}}, "attack.epsilons", "-0.1"),
+    "fgsm in the ensemble": ({"attack": {"ensemble": ["apgd_ce", "fgsm"]}}, "attack.ensemble",
+                             "'fgsm'"),
     "eps above 1": ({"attack": {"epsilons": [0, 1.5]}}, "attack.epsilons", "1.5"),
     "val size exceeds cifar10": ({"data": {"train_size": 45000, "val_size": 10000}},
                                  "data.train_size + data.val_size", "55000"),
