@@ -22,11 +22,13 @@ from advlab.params.train import Train
 from advlab.training.loop import FitJob, fit
 
 # Tiny models and single-image passes gain nothing from threads, and on 2 busy cores each op's
-# thread barrier can wait out a scheduler time slice (measured up to 30x slower): one thread.
+# thread barrier can wait out a scheduler time slice (measured up to 30x slower): one thread,
+# here and in every process the tests start (stage scripts, dvc's stages: they inherit it).
 torch.set_num_threads(1)
 # Offline whatever the machine: with a Studio token (`dvc studio login`), dvc exp run and the
 # train stage's DVCLive would send the tests' runs to DVC Studio. Spawned processes inherit it.
 os.environ["DVC_STUDIO_OFFLINE"] = "1"
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 GIT_IDENTITY = {"GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.invalid",

@@ -149,7 +149,7 @@ def test_images_wrong_on_clean_input_are_not_attacked(small):
 
 
 def test_worst_case_is_never_above_any_attack_and_falls_after_each(small):
-    model, test_set = small
+    model, test_set = small[0], small[1].subset(torch.arange(50))  # every attack runs twice
     singles = [sweep(model, test_set, EPSILONS, 50, m, SETTINGS.get(m), seed=0)
                for m in ("fgsm", "pgd")]
     ensemble = [(m, SETTINGS[m]) for m in ("apgd_ce", "apgd_t", "square")]

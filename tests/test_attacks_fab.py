@@ -50,7 +50,8 @@ def test_projection_is_the_least_linf_move_onto_the_plane_inside_the_box():
 
 @pytest.fixture(scope="module")
 def correct(trained_model, tiny_sets):
-    x, y = to_float(tiny_sets["test"].images[:120]), tiny_sets["test"].labels[:120]
+    """Of the first 60 test images, those the model classifies correctly (45)."""
+    x, y = to_float(tiny_sets["test"].images[:60]), tiny_sets["test"].labels[:60]
     with torch.no_grad():
         ok = trained_model(x).argmax(1) == y
     return trained_model, x[ok], y[ok]

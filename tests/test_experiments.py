@@ -19,8 +19,9 @@ from conftest import copy_repo, repo_env
 REPO = Path(__file__).resolve().parents[1]
 
 # The CI profile made smaller still: the test checks bookkeeping, not learning.
-SMALLER = ["-S", "data.synthetic_train=500", "-S", "data.synthetic_test=200",
-           "-S", "data.train_size=300", "-S", "data.val_size=200", "-S", "train.epochs=1"]
+TRAIN_SIZE = 100
+SMALLER = ["-S", "data.synthetic_train=150", "-S", "data.synthetic_test=50",
+           "-S", f"data.train_size={TRAIN_SIZE}", "-S", "data.val_size=50", "-S", "train.epochs=1"]
 LEARNING_RATES = ("0.003", "0.01")
 
 
@@ -75,7 +76,7 @@ def test_stages_record_their_time_per_stage_and_attack_method(two_experiments):
         assert set(metrics["metrics/attack_time.json"]) == {*methods, "environment"}
         assert set(methods) <= set(metrics["metrics/attack.json"])
         train = metrics["metrics/train_time.json"]
-        images = 300 * metrics["metrics/train.json"]["step"]  # data.train_size in SMALLER
+        images = TRAIN_SIZE * metrics["metrics/train.json"]["step"]
         assert train["images_per_s"] == pytest.approx(images / train["seconds"], rel=0.01)
         assert set(metrics["metrics/test_time.json"]) == {"seconds", "images_per_s",
                                                           "environment"}

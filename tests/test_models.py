@@ -1,13 +1,11 @@
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from conftest import copy_repo, repo_env, run_stage_script
+from conftest import run_stage_script
 
 from advlab.core.errors import InputError
 from advlab.data.images import ImageSet
@@ -193,21 +191,3 @@ def test_train_stage_trains_and_saves_each_new_model(tmp_path, monkeypatch, caps
     assert json.loads(Path("metrics/train.json").read_text())["model"]["params"] == params
     assert f"= {params:>9,}" in capsys.readouterr().out
 
-
-@pytest.mark.slow
-def test_dvc_exp_run_trains_a_new_model(tmp_path):
-    """One real `dvc exp run` of the whole pipeline with train.model=fast_cnn (the cheapest new
-    model), on the CI profile made tiny: the model file and train.json are fast_cnn's."""
-    repo = copy_repo(tmp_path)
-    done = subprocess.run(
-        [sys.executable, "-m", "advlab.experiments.profile", "ci", "-S", "data.synthetic_train=300",
-         "-S", "data.synthetic_test=100", "-S", "data.train_size=200", "-S", "data.val_size=100",
-         "-S", "train.epochs=1", "-S", "train.model=fast_cnn", "-S", "train.widths=[8,16]",
-         "-S", "attack.ensemble=[]"],
-        cwd=repo, env=repo_env(repo), capture_output=True, text=True)
-    assert done.returncode == 0, done.stdout + done.stderr
-    model = load_model(repo / "models/model.pt")
-    assert model.config.arch == "fast_cnn" and model.config.options["widths"] == [8, 16]
-    train = json.loads((repo / "metrics/train.json").read_text())
-    assert train["model"]["params"] == sum(p.numel() for p in model.parameters())
-    assert 0 <= json.loads((repo / "metrics/test.json").read_text())["accuracy"] <= 1

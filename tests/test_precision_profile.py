@@ -22,9 +22,11 @@ LOSS = 0.15
 
 
 def profile_metrics(repo: Path, precision: str) -> dict:
-    # no ensemble: the comparison reads FGSM, and the worst case would only add time
+    # the test and attack stages (and what they need), without the ensemble: the comparison
+    # reads train, test and FGSM; the worst case and the report would only add time
     run(repo, "python", "-m", "advlab.experiments.profile", "ci",
-        "-S", f"base.precision={precision}", "-S", "attack.ensemble=[]", "-n", precision)
+        "-S", f"base.precision={precision}", "-S", "attack.ensemble=[]", "-n", precision,
+        "test", "attack")
     metrics = repo / "metrics"
     return {name: json.loads((metrics / f"{name}.json").read_text())
             for name in ("train", "test", "attack")}

@@ -11,6 +11,7 @@ import ctypes
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -149,8 +150,9 @@ def checkpoint_epochs(work: Path) -> int:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> dict:
-    """An uninterrupted run; it writes nothing but the train stage's declared outputs."""
+def reference_run(tmp_path_factory) -> Path:
+    """The folder of an uninterrupted run; it writes nothing but the train stage's declared
+    outputs (shared: tests copy it before they change it)."""
     work = workdir(tmp_path_factory.mktemp("reference"))
     before = {p for p in work.rglob("*") if p.is_file()}
     run(work)
@@ -160,26 +162,37 @@ def reference(tmp_path_factory) -> dict:
     outside = [p for p in written if not any(p == d or d in p.parents for d in declared)]
     assert not outside, f"written but not declared in dvc.yaml: {outside}"
     assert checkpoint_epochs(work) == EPOCHS
-    return results(work)
+    return work
+
+
+@pytest.fixture(scope="module")
+def reference(reference_run) -> dict:
+    return results(reference_run)
+
+
+SIGNALS = [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGKILL, -signal.SIGKILL)]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143),
-                                       (signal.SIGKILL, -signal.SIGKILL)],
-                         ids=["SIGINT", "SIGTERM", "SIGKILL"])
-def test_killed_mid_epoch_then_rerun_equals_uninterrupted_run(tmp_path, reference, sig, code):
+def test_killed_mid_epoch_by_each_signal_then_rerun_equals_uninterrupted_run(tmp_path, reference):
+    """SIGINT 10 steps into epoch 2; the rerun resumes and gets SIGTERM 10 steps into epoch 3;
+    the next SIGKILL into epoch 4; the last rerun resumes from epoch 3 and ends exactly as the
+    uninterrupted run (so did every resumed epoch: the history is in train.csv)."""
     work = workdir(tmp_path)
-    killed = kill_held(work, ("step", STEPS + 10), sig)  # 10 steps into epoch 2
-    assert killed.returncode == code, killed.stderr
-    assert checkpoint_epochs(work) == 1
-    assert not (work / "models/model.pt").exists()
-    if sig != signal.SIGKILL:
-        assert "Traceback" not in killed.stderr, killed.stderr
-        assert (f"train: interrupted; epochs 1..1 are saved in {CHECKPOINT}; rerun "
-                "`dvc repro` to resume from epoch 2") in killed.stderr, killed.stderr
+    for saved, (sig, code) in enumerate(SIGNALS, start=1):
+        killed = kill_held(work, ("step", STEPS + 10), sig)  # counted from the process's start
+        assert killed.returncode == code, (sig, killed.stderr)
+        assert checkpoint_epochs(work) == saved, sig
+        assert not (work / "models/model.pt").exists()
+        if sig != signal.SIGKILL:
+            assert "Traceback" not in killed.stderr, killed.stderr
+            assert (f"train: interrupted; epochs 1..{saved} are saved in {CHECKPOINT}; rerun "
+                    f"`dvc repro` to resume from epoch {saved + 1}") in killed.stderr, killed.stderr
+        if saved > 1 and sig != signal.SIGKILL:  # SIGKILL loses what stdout had not flushed
+            assert f"resuming from {CHECKPOINT}: epochs 1..{saved - 1} done" in killed.stdout
 
     rerun = run(work)
-    assert f"resuming from {CHECKPOINT}: epochs 1..1 done" in rerun.stdout
+    assert f"resuming from {CHECKPOINT}: epochs 1..{len(SIGNALS)} done" in rerun.stdout
     assert_same(results(work), reference)
 
 
@@ -242,9 +255,8 @@ def test_killed_while_writing_leaves_outputs_absent_or_whole(tmp_path, reference
 
 
 @pytest.mark.slow
-def test_checkpoint_from_other_params_is_not_resumed(tmp_path):
-    work = workdir(tmp_path)
-    kill_held(work, ("step", STEPS + 1))  # epoch 1 saved
+def test_checkpoint_from_other_params_is_not_resumed(tmp_path, reference_run):
+    work = shutil.copytree(reference_run, tmp_path / "work")  # its checkpoint: every epoch
     params = yaml.safe_load((work / "params.yaml").read_text())
     params["train"].update(lr=0.002, epochs=1)
     (work / "params.yaml").write_text(yaml.safe_dump(params))
@@ -252,19 +264,17 @@ def test_checkpoint_from_other_params_is_not_resumed(tmp_path):
     out = run(work).stdout
     assert "is from different params, data or code (train.epochs, train.lr changed); " \
            "starting fresh" in out
-    assert "resuming" not in out
+    assert "resuming" not in out and "reusing" not in out
     assert load_torch(work / CHECKPOINT)["inputs"]["train.lr"] == 0.002
 
 
 @pytest.mark.slow
-def test_finished_checkpoint_is_reused_with_identical_outputs(tmp_path):
-    work = workdir(tmp_path, epochs=1)
-    run(work)
-    first = results(work)
+def test_finished_checkpoint_is_reused_with_identical_outputs(tmp_path, reference_run, reference):
+    work = shutil.copytree(reference_run, tmp_path / "work")
     (work / "models/model.pt").unlink()
     out = run(work).stdout
-    assert "already holds all 1 epochs of this run; reusing it" in out
-    assert_same(results(work), first)
+    assert f"already holds all {EPOCHS} epochs of this run; reusing it" in out
+    assert_same(results(work), reference)
 
 
 # --- the library, in process ------------------------------------------------------------------
@@ -383,7 +393,7 @@ def test_dvc_repro_after_kill_resumes_and_matches_a_fresh_run(tmp_path):
     assert "up to date" in dvc(repo, "status", "train")
     resumed = (repo / "metrics/train.json").read_text(), md5(repo / "models/model.pt")
     events = EventAccumulator(str(repo / "runs/train")).Reload()  # dvc emptied it before
-    assert [e.step for e in events.Scalars("accuracy/validation")] == [13, 26]  # 400 / 32
+    assert [e.step for e in events.Scalars("accuracy/validation")] == [steps, 2 * steps]
 
     (repo / CHECKPOINT).unlink()
     out = dvc(repo, "repro", "-f", "train")

@@ -18,8 +18,8 @@ from advlab.models import load_model
 
 # the CI profile shrunk to seconds, run up to the test stage (attack and report add nothing
 # to what is shared)
-SMALL = ["-S", "data.synthetic_train=300", "-S", "data.synthetic_test=100",
-         "-S", "data.train_size=200", "-S", "data.val_size=50", "-S", "train.epochs=1",
+SMALL = ["-S", "data.synthetic_train=100", "-S", "data.synthetic_test=20",
+         "-S", "data.train_size=64", "-S", "data.val_size=20", "-S", "train.epochs=1",
          "-S", "evaluate.batch_size=100", "test"]
 
 
