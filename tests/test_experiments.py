@@ -1,12 +1,12 @@
-"""The experiments workflow: two `dvc exp run`s on the CI profile (one run for the module), then
-`dvc exp show --json`, `advlab.experiments.compare` and an offline `dvc plots diff` of the two."""
+"""The experiments workflow: two `dvc exp run`s on the CI profile (conftest's ci_experiments, run
+once for the session), then `dvc exp show --json`, `advlab.experiments.compare` and an offline
+`dvc plots diff` of the two."""
 
 from __future__ import annotations
 
 import json
 import platform
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,21 +14,11 @@ import pytest
 import torch
 import vl_convert
 import yaml
-from conftest import copy_repo, repo_env
+from conftest import CI_SMALLER, LEARNING_RATES
+from conftest import run_in as run
 
 REPO = Path(__file__).resolve().parents[1]
-
-# The CI profile made smaller still: the test checks bookkeeping, not learning.
-TRAIN_SIZE = 100
-SMALLER = ["-S", "data.synthetic_train=150", "-S", "data.synthetic_test=50",
-           "-S", f"data.train_size={TRAIN_SIZE}", "-S", "data.val_size=50", "-S", "train.epochs=1"]
-LEARNING_RATES = ("0.003", "0.01")
-
-
-def run(cwd: Path, *command: str) -> str:
-    done = subprocess.run(command, cwd=cwd, env=repo_env(cwd), capture_output=True, text=True)
-    assert done.returncode == 0, f"{' '.join(command)}:\n{done.stdout}\n{done.stderr}"
-    return done.stdout
+TRAIN_SIZE = CI_SMALLER["data"]["train_size"]
 
 
 def experiments(shown: list[dict]) -> list[dict]:
@@ -38,16 +28,9 @@ def experiments(shown: list[dict]) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def two_experiments(tmp_path_factory) -> Path:
+def two_experiments(ci_experiments) -> Path:
     """A copy of the repository in which the CI profile ran twice, as lr-0.003 and lr-0.01."""
-    repo = copy_repo(tmp_path_factory.mktemp("experiments"))
-    # The first run also sets weight_decay: the second profile run must not inherit it from
-    # the workspace params.yaml, where `dvc exp run` left it.
-    extra = {LEARNING_RATES[0]: ["-S", "train.weight_decay=0.0005"], LEARNING_RATES[1]: []}
-    for lr in LEARNING_RATES:
-        run(repo, sys.executable, "-m", "advlab.experiments.profile", "ci", *SMALLER, *extra[lr],
-            "-S", f"train.lr={lr}", "-n", f"lr-{lr}")
-    return repo
+    return ci_experiments.repo
 
 
 @pytest.mark.slow

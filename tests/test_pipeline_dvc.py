@@ -1,4 +1,5 @@
-"""End to end through the real dvc CLI, in a temporary copy of the repository."""
+"""End to end through the real dvc CLI, in a temporary copy of the repository (conftest's
+ci_experiments, shared with test_experiments)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import copy_repo, repo_env
+from conftest import repo_env
 
-from advlab.experiments.profile import deep_merge
 from advlab.training.metrics import read_curves
 
 ROOT = Path(__file__).resolve().parents[1]
-# The smallest data that still runs every stage in full: two optimizer steps per epoch, each
-# class in every split, the whole ensemble at every eps (the checks are bookkeeping)
+# For a copy of one's own (test_resume, test_data_source): the smallest data that still runs
+# every stage in full, two optimizer steps per epoch, each class in every split, the whole
+# ensemble at every eps (the checks are bookkeeping)
 TINY = {"data": {"dataset": "synthetic", "synthetic_train": 120, "synthetic_test": 40,
                  "train_size": 64, "val_size": 32},
         "train": {"epochs": 1}, "evaluate": {"batch_size": 200},
@@ -38,14 +39,10 @@ def stale(repo: Path) -> set[str]:
 
 
 @pytest.mark.slow
-def test_repro_then_experiment_reruns_only_train_and_later(tmp_path):
-    repo = copy_repo(tmp_path / "repo")
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    (repo / "params.yaml").write_text(yaml.safe_dump(deep_merge(params, TINY)))
-
-    out = dvc(repo, "repro")
+def test_repro_then_experiment_reruns_only_train_and_later(ci_experiments):
+    repo, out = ci_experiments.repo, ci_experiments.out
     for stage in ("download", "split", "train", "test", "attack", "report"):
-        assert f"Running stage '{stage}'" in out
+        assert f"Running stage '{stage}'" in out["repro"]
     train = json.loads((repo / "metrics/train.json").read_text())
     test = json.loads((repo / "metrics/test.json").read_text())
     assert train["step"] == 1 and train["model"]["params"] > 50_000
@@ -63,33 +60,35 @@ def test_repro_then_experiment_reruns_only_train_and_later(tmp_path):
                          ("Validation accuracy per epoch", "val_acc")):
         points = plots[title][0]["content"]["data"]["values"]
         assert [(p["step"], float(p[curve])) for p in points] == [("1", train[curve])], title
-    test_images = TINY["data"]["synthetic_test"]
+    test_images = yaml.safe_load((repo / "params.yaml").read_text())["data"]["synthetic_test"]
     assert len((repo / "metrics/confusion.csv").read_text().splitlines()) == test_images + 1
-    split_mtime = (repo / "data/splits/train.pt").stat().st_mtime_ns
 
-    out = dvc(repo, "exp", "run", "-S", "train.lr=0.003")
-    assert "Running stage 'download'" not in out and "Running stage 'split'" not in out
-    assert "Running stage 'train'" in out and "Running stage 'test'" in out
-    assert (repo / "data/splits/train.pt").stat().st_mtime_ns == split_mtime
+    lr = out["lr-0.003"]  # dvc exp run -S train.lr=0.003 ... (through the CI profile)
+    assert "Running stage 'download'" not in lr and "Running stage 'split'" not in lr
+    assert "Running stage 'train'" in lr and "Running stage 'test'" in lr
+    assert ci_experiments.split_mtime["lr-0.003"] == ci_experiments.split_mtime["repro"]
     shown = json.loads(dvc(repo, "metrics", "show", "--json"))
     assert "metrics/test.json" in json.dumps(shown)
 
-    out = dvc(repo, "exp", "run", "-S", "attack.epsilons=[0,0.1]")
     ran = {stage for stage in ("download", "split", "train", "test", "attack", "report")
-           if f"Running stage '{stage}'" in out}
+           if f"Running stage '{stage}'" in out["eps"]}  # -S attack.epsilons=[0,0.1]
     assert ran == {"attack", "report"}
-    attack_rows = (repo / "metrics/attack.csv").read_text().splitlines()
+    attack_rows = ci_experiments.attack_csv.splitlines()
     assert "epsilon" in attack_rows[0].split(",")
     assert len(attack_rows) == 5  # fgsm and worst_case at 2 eps
-    assert (repo / "reports").is_dir() and any((repo / "reports").iterdir())
+    assert ci_experiments.reports
 
     assert dvc(repo, "status") == "Data and pipelines are up to date.\n"
     # A code change reruns exactly the stages whose import closure holds the file
-    # train and test keep their models: they never run an attack
-    for module in ("advlab/attacks/square.py", "advlab/reporting/figures.py"):
-        with open(repo / module, "a") as f:
+    edited = ("advlab/attacks/square.py", "advlab/reporting/figures.py", "advlab/core/io.py")
+    try:
+        # train and test keep their models: they never run an attack
+        for module in edited[:2]:
+            with open(repo / module, "a") as f:
+                f.write("#\n")
+            assert stale(repo) == {"attack", "report"}, module
+        with open(repo / edited[2], "a") as f:
             f.write("#\n")
-        assert stale(repo) == {"attack", "report"}, module
-    with open(repo / "advlab/core/io.py", "a") as f:
-        f.write("#\n")
-    assert stale(repo) == set(STAGES)
+        assert stale(repo) == set(STAGES)
+    finally:  # the copy is shared (test_experiments)
+        subprocess.run(["git", "checkout", "-q", "--", *edited], cwd=repo, check=True)
