@@ -31,6 +31,7 @@ from advlab.data.synthetic import synthetic_images
 from advlab.evaluation.robustness import worst_case
 from advlab.params.attack import Apgd, ApgdT, FabT, Square
 
+pytestmark = pytest.mark.slow  # both AutoAttacks at full budgets: half a minute on 2 cores
 IMAGES = 200
 EPSILONS = (0.01, 0.02)
 TOLERANCE = IMAGES // 100  # images: 1%
