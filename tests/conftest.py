@@ -9,17 +9,14 @@ import shlex
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from advlab.data.formats import CIFAR_MD5, md5
 from advlab.data.images import ImageSet
 from advlab.data.synthetic import synthetic_images
-from advlab.experiments.profile import deep_merge, flatten
 from advlab.models import LabCNN, build_model, model_config
 from advlab.params.train import Train
 from advlab.training.loop import FitJob, fit
@@ -36,6 +33,13 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 ROOT = Path(__file__).resolve().parents[1]
 GIT_IDENTITY = {"GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.invalid",
                 "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.invalid"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow tests first: the workers (pytest-xdist, `-n`; a file's tests share a worker,
+    so its module fixtures run once) then end within a fast test of each other, not one of
+    them running a pipeline alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable
 
 
 def copy_repo(dest: Path) -> Path:
@@ -115,50 +119,3 @@ def run_in(cwd: Path, *command: str) -> str:
     done = subprocess.run(command, cwd=cwd, env=repo_env(cwd), capture_output=True, text=True)
     assert done.returncode == 0, f"{' '.join(command)}:\n{done.stdout}\n{done.stderr}"
     return done.stdout
-
-
-# The CI profile made smaller still, for the experiments' bookkeeping (not their learning)
-CI_SMALLER = {"data": {"synthetic_train": 150, "synthetic_test": 50, "train_size": 100,
-                       "val_size": 50}, "train": {"epochs": 1}}
-LEARNING_RATES = ("0.003", "0.01")  # the experiments lr-0.003 and lr-0.01
-
-
-@dataclass
-class CiExperiments:
-    repo: Path
-    out: dict[str, str]  # what each step printed: repro, eps, lr-0.003, lr-0.01
-    split_mtime: dict[str, int]  # data/splits/train.pt's after repro, lr-0.003 and lr-0.01
-    attack_csv: str  # metrics/attack.csv after the step eps
-    reports: list[str]  # reports/ after the step eps
-
-
-@pytest.fixture(scope="session")
-def ci_experiments(tmp_path_factory) -> CiExperiments:
-    """One copy of the repository whose committed params.yaml is the CI profile made smaller,
-    in which ran, in turn: `dvc repro`; `dvc exp run -S attack.epsilons=[0,0.1]`, removed
-    afterwards (`dvc exp remove`); the CI profile as the experiments lr-0.003 (which also sets
-    train.weight_decay) and lr-0.01 (`python -m advlab.experiments.profile ci`): the
-    experiments listed, and the workspace that of lr-0.01. test_pipeline_dvc and
-    test_experiments read it (a test that changes the copy restores it)."""
-    repo = copy_repo(tmp_path_factory.mktemp("ci_experiments"))
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    profile = yaml.safe_load((repo / "profiles/ci.yaml").read_text())
-    (repo / "params.yaml").write_text(yaml.safe_dump(deep_merge(deep_merge(params, profile),
-                                                                CI_SMALLER)))
-    run_in(repo, "git", "commit", "-qam", "params.yaml: the CI profile made smaller")
-    dvc, split = (sys.executable, "-m", "dvc"), repo / "data/splits/train.pt"
-    out, mtime = {"repro": run_in(repo, *dvc, "repro")}, {"repro": split.stat().st_mtime_ns}
-    out["eps"] = run_in(repo, *dvc, "exp", "run", "-S", "attack.epsilons=[0,0.1]", "-n", "eps")
-    attack_csv = (repo / "metrics/attack.csv").read_text()
-    reports = sorted(p.name for p in (repo / "reports").iterdir())
-    run_in(repo, *dvc, "exp", "remove", "eps")
-    # The first run also sets weight_decay: the second profile run must not inherit it from
-    # the workspace params.yaml, where `dvc exp run` left it.
-    extra = {LEARNING_RATES[0]: ["-S", "train.weight_decay=0.0005"], LEARNING_RATES[1]: []}
-    smaller = [arg for key, value in flatten(CI_SMALLER).items()
-               for arg in ("-S", f"{key}={value}")]
-    for lr in LEARNING_RATES:  # the caller's -S win over the profile's own keys
-        out[f"lr-{lr}"] = run_in(repo, sys.executable, "-m", "advlab.experiments.profile", "ci",
-                                 *smaller, *extra[lr], "-S", f"train.lr={lr}", "-n", f"lr-{lr}")
-        mtime.setdefault(f"lr-{lr}", split.stat().st_mtime_ns)
-    return CiExperiments(repo, out, mtime, attack_csv, reports)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import copy_repo
-from test_experiments import run
+from conftest import run_in as run
 
 ACCURACY = 0.03
 LOSS = 0.15

@@ -2,7 +2,7 @@
 experiments left in the workspace file, unless --on-workspace asks to build on it.
 
 `dvc exp run` is replaced here by what it does to params.yaml (apply each `-S key=value`);
-tests/test_experiments.py runs profiles through the real one."""
+tests/test_pipeline_dvc.py runs profiles through the real one."""
 
 from __future__ import annotations
 
