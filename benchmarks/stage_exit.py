@@ -82,10 +82,11 @@ def main() -> None:
             for side in times:
                 times[side].append(run_once(folder, command, side))
     for side, label in (("thaw", "before (no freeze)"), ("freeze", "now (frozen at exit)")):
-        exits, totals = zip(*times[side])
+        exits, totals = zip(*times[side], strict=True)
         print(f"{label:22} exit {statistics.median(exits):.2f} s, "
               f"whole stage {statistics.median(totals):.2f} s")
-    saved = [thaw[1] - freeze[1] for thaw, freeze in zip(times["thaw"], times["freeze"])]
+    pairs = zip(times["thaw"], times["freeze"], strict=True)
+    saved = [thaw[1] - freeze[1] for thaw, freeze in pairs]
     print(f"saved per stage process: {statistics.median(saved):.2f} s (median over "
           f"{args.rounds} rounds)")
 

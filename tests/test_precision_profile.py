@@ -36,7 +36,7 @@ def profile_metrics(repo: Path, precision: str) -> dict:
 def test_ci_profile_in_bf16_on_cpu_is_close_to_fp32(tmp_path):
     copy_repo(tmp_path)
     fp32, bf16 = profile_metrics(tmp_path, "fp32"), profile_metrics(tmp_path, "bf16")
-    for name, metrics in (("fp32", fp32), ("bf16", bf16)):  # shown with pytest -s
+    for name, metrics in (("fp32", fp32), ("bf16", bf16)):  # shown with pytest -n 0 -s
         print(name, metrics["train"]["loss"], metrics["test"]["accuracy"],
               metrics["attack"]["fgsm"]["accuracy"])
 
