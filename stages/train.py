@@ -44,6 +44,7 @@ def main(args: argparse.Namespace) -> None:
     with (open_writer(args.tensorboard) if ranks.is_main else contextlib.nullcontext() as writer,
           TrainLive(args.metrics) if ranks.is_main else contextlib.nullcontext() as live):
         train(args, params, ranks, device, writer, live)
+    distributed.leave()  # once train's model, DDP's wrapper included, is garbage
 
 
 def train(args: argparse.Namespace, params: Params, ranks: distributed.Ranks,
@@ -87,7 +88,6 @@ def train(args: argparse.Namespace, params: Params, ranks: distributed.Ranks,
         raise RuntimeError("the ranks' weights differ after training")
     if ranks.world > 1:
         log(f"train: weights identical across {ranks.world} ranks")
-    distributed.leave()
     if not ranks.is_main:
         return
 

@@ -36,8 +36,8 @@ def run_stage(name: str, main: Callable[[argparse.Namespace], None],
     signal.signal(signal.SIGTERM, _terminate)
     # The interpreter's last garbage collections walk every object torch created, about a
     # second at each stage's exit; frozen, they are skipped (the memory goes with the process).
-    # Not under torchrun: a rank's process group must be collected before the interpreter
-    # goes, or gloo's threads can abort the exit.
+    # Not under torchrun: what a rank's process group left (after an error) is collected
+    # while the interpreter is whole (see training.distributed.leave).
     if "RANK" not in os.environ:
         atexit.register(gc.freeze)
     start = time.perf_counter()

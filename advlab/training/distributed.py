@@ -9,6 +9,7 @@ average equals the single-device gradient of the whole batch. Only rank 0 writes
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import signal
 import subprocess
@@ -172,5 +173,9 @@ def weights_identical_across_ranks(model: nn.Module, ranks: Ranks) -> bool:
 
 
 def leave() -> None:
+    """Leaves the process group once what used it (DDP's reducer, in reference cycles) is
+    collected: left to the interpreter's exit, gloo's threads can abort the rank (SIGABRT,
+    "terminate called without an active exception")."""
     if dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
