@@ -17,7 +17,7 @@ import pytest
 import torch
 import vl_convert
 import yaml
-from conftest import copy_repo, repo_env, run_in
+from conftest import copy_repo, run_in
 
 from advlab.experiments.profile import deep_merge, flatten
 from advlab.training.metrics import read_curves
@@ -35,10 +35,8 @@ STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 
 
 def dvc(repo: Path, *args: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, env=repo_env(repo),
-                          capture_output=True, text=True)
-    assert done.returncode == 0, f"dvc {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
-    return done.stdout
+    """`dvc ARGS` run in the copy `repo`; fails with its output unless it exits 0."""
+    return run_in(repo, sys.executable, "-m", "dvc", *args)
 
 
 def stale(repo: Path) -> set[str]:
@@ -75,12 +73,12 @@ def ci_experiments(tmp_path_factory) -> CiExperiments:
     (repo / "params.yaml").write_text(yaml.safe_dump(deep_merge(deep_merge(params, profile),
                                                                 CI_SMALLER)))
     run_in(repo, "git", "commit", "-qam", "params.yaml: the CI profile made smaller")
-    cli, split = (sys.executable, "-m", "dvc"), repo / "data/splits/train.pt"
-    out, mtime = {"repro": run_in(repo, *cli, "repro")}, {"repro": split.stat().st_mtime_ns}
-    out["eps"] = run_in(repo, *cli, "exp", "run", "-S", "attack.epsilons=[0,0.1]", "-n", "eps")
+    split = repo / "data/splits/train.pt"
+    out, mtime = {"repro": dvc(repo, "repro")}, {"repro": split.stat().st_mtime_ns}
+    out["eps"] = dvc(repo, "exp", "run", "-S", "attack.epsilons=[0,0.1]", "-n", "eps")
     attack_csv = (repo / "metrics/attack.csv").read_text()
     reports = sorted(p.name for p in (repo / "reports").iterdir())
-    run_in(repo, *cli, "exp", "remove", "eps")
+    dvc(repo, "exp", "remove", "eps")
     # The first run also sets weight_decay: the second profile run must not inherit it from
     # the workspace params.yaml, where `dvc exp run` left it.
     extra = {LEARNING_RATES[0]: ["-S", "train.weight_decay=0.0005"], LEARNING_RATES[1]: []}
@@ -159,7 +157,7 @@ def experiments(shown: list[dict]) -> list[dict]:
 def test_repo_are_listed_with_their_params_and_metrics(ci_experiments):
     tmp_path = ci_experiments.repo
     listed = {exp["name"]: exp["data"] for exp in experiments(json.loads(
-        run_in(tmp_path, "dvc", "exp", "show", "--json")))}
+        dvc(tmp_path, "exp", "show", "--json")))}
     assert set(listed) == {f"lr-{lr}" for lr in LEARNING_RATES}
     for lr in LEARNING_RATES:
         data = listed[f"lr-{lr}"]
@@ -175,7 +173,7 @@ def test_repo_are_listed_with_their_params_and_metrics(ci_experiments):
 @pytest.mark.slow
 def test_stages_record_their_time_per_stage_and_attack_method(ci_experiments):
     repo = ci_experiments.repo
-    for exp in experiments(json.loads(run_in(repo, "dvc", "exp", "show", "--json"))):
+    for exp in experiments(json.loads(dvc(repo, "exp", "show", "--json"))):
         metrics = {path: entry["data"] for path, entry in exp["data"]["metrics"].items()}
         attack = exp["data"]["params"]["params.yaml"]["data"]["attack"]
         methods = [*attack["methods"], *(["worst_case"] if attack["ensemble"] else [])]
@@ -197,7 +195,7 @@ def test_stages_record_their_time_per_stage_and_attack_method(ci_experiments):
 def test_compare_shows_both_experiments_as_markdown_and_as_an_offline_page(ci_experiments):
     repo = ci_experiments.repo
     shown = {exp["name"]: exp["data"]["metrics"] for exp in experiments(json.loads(
-        run_in(repo, "dvc", "exp", "show", "--json")))}
+        dvc(repo, "exp", "show", "--json")))}
     lines = run_in(repo, sys.executable, "-m", "advlab.experiments.compare", "--md",
                 "--eps", "0.1", "--html", "compare.html").splitlines()
     header = [c.strip() for c in lines[0].strip("|").split("|")]
@@ -220,7 +218,7 @@ def test_compare_shows_both_experiments_as_markdown_and_as_an_offline_page(ci_ex
 @pytest.mark.slow
 def test_dvc_plots_diff_draws_every_chart_offline(ci_experiments):
     repo = ci_experiments.repo
-    run_in(repo, "dvc", "plots", "diff", *(f"lr-{lr}" for lr in LEARNING_RATES),
+    dvc(repo, "plots", "diff", *(f"lr-{lr}" for lr in LEARNING_RATES),
         "-o", "page")
     page = (repo / "page" / "index.html").read_text()
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page), "a remote resource"
