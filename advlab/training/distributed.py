@@ -178,4 +178,5 @@ def leave() -> None:
     "terminate called without an active exception")."""
     if dist.is_initialized():
         gc.collect()
+        dist.barrier()  # every rank done with gloo before any closes its connections
         dist.destroy_process_group()
