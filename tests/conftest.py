@@ -45,15 +45,32 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable
 
 
+# What `dvc repro` and `dvc exp run` leave in the workspace: the last experiment's params.yaml,
+# dvc.lock and tracked metrics and plots. The tests start from the committed ones.
+EXPERIMENT_STATE = ("params.yaml", "dvc.lock", "metrics/", "plots/")
+
+
+def committed(name: str) -> bytes | None:
+    """The file NAME (a path from the repository root) as HEAD holds it; None where it has none."""
+    shown = subprocess.run(["git", "show", f"HEAD:{name}"], cwd=ROOT, capture_output=True)
+    return shown.stdout if shown.returncode == 0 else None
+
+
+COMMITTED_PARAMS = committed("params.yaml").decode()
+
+
 def copy_repo(dest: Path) -> Path:
     """The files git would commit (tracked, or untracked and not ignored), as a fresh git
-    repository with one commit."""
+    repository with one commit; the experiment state (EXPERIMENT_STATE) as committed."""
     listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
                             cwd=ROOT, check=True, capture_output=True, text=True).stdout
     for name in filter(None, listed.split("\0")):
-        if (ROOT / name).is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, dest / name)
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        if not name.startswith(EXPERIMENT_STATE):
+            if (ROOT / name).is_file():
+                shutil.copy2(ROOT / name, dest / name)
+        elif (content := committed(name)) is not None:
+            (dest / name).write_bytes(content)
     for command in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "copy"]):
         subprocess.run(["git", *command], cwd=dest, env=repo_env(dest), check=True,
                        capture_output=True)

@@ -8,21 +8,19 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import copy_repo, repo_env
+from conftest import COMMITTED_PARAMS, copy_repo, repo_env
 from dvc.utils.hydra import apply_overrides
 
 from advlab.experiments.profile import flatten
 from advlab.params import load_params
 
-ROOT = Path(__file__).resolve().parents[1]
-PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
+PARAMS = yaml.safe_load(COMMITTED_PARAMS)
 
 
 def override(key: str, value: object) -> str:
@@ -85,14 +83,14 @@ def applied(tmp_path_factory) -> Path:
     """params.yaml as DVC leaves it after an experiment that set every key (flow lists become
     block lists), as `python -m advlab.experiments.profile ci` in a fresh clone does."""
     path = tmp_path_factory.mktemp("applied") / "params.yaml"
-    shutil.copyfile(ROOT / "params.yaml", path)
+    path.write_text(COMMITTED_PARAMS)
     apply_overrides(path, [override(k, v) for k, v in flatten(PARAMS).items()])
     assert yaml.safe_load(path.read_text()) == PARAMS
     return path
 
 
-def set_and_back(start: Path, work: Path, key: str) -> None:
-    shutil.copyfile(start, work)
+def set_and_back(start: str, work: Path, key: str) -> None:
+    work.write_text(start)
     changed = another(KEYS[key])
     assert rewrite(work, key, changed) == with_value(PARAMS, key, changed)
     assert rewrite(work, key, KEYS[key]) == PARAMS
@@ -100,12 +98,12 @@ def set_and_back(start: Path, work: Path, key: str) -> None:
 
 @pytest.mark.parametrize("key", KEYS)
 def test_any_key_set_after_an_applied_experiment_leaves_valid_yaml(applied, tmp_path, key):
-    set_and_back(applied, tmp_path / "params.yaml", key)
+    set_and_back(applied.read_text(), tmp_path / "params.yaml", key)
 
 
 @pytest.mark.parametrize("key", LISTS_AND_SECTIONS)
 def test_lists_and_sections_set_on_the_committed_file_leave_valid_yaml(tmp_path, key):
-    set_and_back(ROOT / "params.yaml", tmp_path / "params.yaml", key)
+    set_and_back(COMMITTED_PARAMS, tmp_path / "params.yaml", key)
 
 
 @pytest.mark.slow

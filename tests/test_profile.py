@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import COMMITTED_PARAMS
 from dvc.utils.hydra import apply_overrides
 
 from advlab.experiments import profile
@@ -38,7 +39,7 @@ def apply_settings(args: list[str], params: Path = Path("params.yaml")) -> None:
 def repo(tmp_path, monkeypatch):
     """A git repository holding the committed params.yaml and profiles/, as the cwd, with
     `dvc exp run` replaced by its effect on params.yaml."""
-    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    (tmp_path / "params.yaml").write_text(COMMITTED_PARAMS)
     shutil.copytree(ROOT / "profiles", tmp_path / "profiles")
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
     for command in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "defaults"]):
@@ -54,7 +55,7 @@ def params() -> dict:
 
 
 def expected(name: str) -> dict:
-    committed = yaml.safe_load((ROOT / "params.yaml").read_text())
+    committed = yaml.safe_load(COMMITTED_PARAMS)
     return deep_merge(committed, yaml.safe_load((ROOT / f"profiles/{name}.yaml").read_text()))
 
 

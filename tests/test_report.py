@@ -6,13 +6,13 @@ import argparse
 import hashlib
 import re
 import runpy
-import shutil
 import warnings
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from conftest import COMMITTED_PARAMS
 
 from advlab.core.io import write_csv, write_json
 from advlab.data.images import ImageSet
@@ -60,7 +60,7 @@ def run(tmp_path_factory) -> Path:
     save_metrics(metrics, result)
     save_png(attack_examples(result, test_set.classes), root / "attack_examples.png")
 
-    shutil.copy(ROOT / "params.yaml", root / "params.yaml")
+    (root / "params.yaml").write_text(COMMITTED_PARAMS)
     return root
 
 
@@ -89,7 +89,7 @@ def test_report_of_a_model_trained_elsewhere_names_its_file_and_digests(run, rep
     try:
         out = run_report(run, "elsewhere.pt", "elsewhere")
     finally:
-        shutil.copy(ROOT / "params.yaml", run / "params.yaml")
+        (run / "params.yaml").write_text(COMMITTED_PARAMS)
     page = (out / "report.html").read_text()
     data = (run / "elsewhere.pt").read_bytes()
     evaluated = page.split("<h2>Model evaluated</h2>")[1].split("<h2>")[0]
