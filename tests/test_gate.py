@@ -172,6 +172,14 @@ def test_an_unreadable_file_fails_with_its_path(gate, tmp_path, content):
     assert "test.json" in err and out == ""
 
 
+@pytest.mark.parametrize("files", [{}, {"test.json": {"note": "text only"}}])
+def test_a_baseline_without_metrics_is_an_error_not_a_pass(gate, tmp_path, files):
+    """Against an empty (or wrong) baseline folder every metric would be new, and pass."""
+    code, out, err = gate(BASELINE, write_metrics(tmp_path / "empty", files))
+    assert (code, out) == (2, "")
+    assert err == f"gate: error: {tmp_path / 'empty'}/ holds no metrics (no number in any *.json)\n"
+
+
 def test_a_malformed_spec_fails(tmp_path, capsys):
     spec = tmp_path / "gate.yaml"
     spec.write_text('metrics:\n  "test.json:accuracy": {better: up}\n')
