@@ -112,8 +112,9 @@ def test_lower_is_better_allows_abs_plus_rel_of_the_baseline(gate):
     assert (code, verdict(out, "train.json:loss")) == (1, "REGRESSED")
 
 
-def test_equal_fails_on_any_change(gate):
-    code, out, _ = gate(changed({("train.json", "epochs"): 3}))
+@pytest.mark.parametrize("epochs", [3, 1])
+def test_equal_fails_on_any_change(gate, epochs):
+    code, out, _ = gate(changed({("train.json", "epochs"): epochs}))
     assert (code, verdict(out, "train.json:epochs")) == (1, "REGRESSED")
 
 
