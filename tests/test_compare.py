@@ -114,6 +114,11 @@ def test_terminal_table_fits_in_100_columns(exps, copies):
     assert all(f"pgd@{e}" in text for e in ("0", "0.05", "0.3"))
 
 
+def test_turned_table_shows_an_experiment_named_twice_twice(exps):
+    text = to_text(table([exps[1], exps[1]]), width=40)
+    assert text.count("ci-a") == 2  # selected by label, each of the two came out twice
+
+
 def test_narrow_table_stays_a_row_per_experiment(exps):
     text = to_text(table(exps, eps=0.1), width=100)
     header, *rows = text.splitlines()
