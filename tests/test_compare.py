@@ -67,6 +67,25 @@ def test_unknown_experiment_is_one_clear_line(monkeypatch, capsys):
                    "issue12, ci-b, ci-a\n")
 
 
+def test_experiments_of_two_commits_sharing_a_name_are_told_apart(monkeypatch, capsys):
+    """An experiment's name is unique per commit only: with --all, ci-a of HEAD and ci-a of
+    another commit are two rows, each labelled as `dvc exp show` does (rev [name])."""
+    document = copy.deepcopy(FIXTURE)
+    other = copy.deepcopy(document[1])
+    other.update(rev="1" * 40, name=None)
+    ci_a = other["experiments"][1]["revs"][0]
+    ci_a["rev"] = "2" * 40
+    ci_a["data"]["params"]["params.yaml"]["data"]["train"]["lr"] = 0.01
+    other["experiments"] = [other["experiments"][1]]
+    document.append(other)
+    monkeypatch.setattr(compare, "exp_show", lambda all_commits=False: document)
+    assert compare.main(["--all", "--md"]) == 0
+    rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines()[2:]]
+    first_a = exp_data("ci-a")["rev"][:7]
+    assert [(row[0].lstrip("| "), row[2]) for row in rows] == [
+        ("ci-b", "0.003"), (f"{first_a} [ci-a]", "0.001"), ("2222222 [ci-a]", "0.01")]
+
+
 def test_row_per_experiment_with_differing_params_and_headline_metrics(exps):
     frame = table(exps)
     eps = exp_data("ci-b")["params"]["params.yaml"]["data"]["attack"]["epsilons"]

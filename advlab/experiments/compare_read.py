@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from advlab.experiments.profile import flatten
@@ -91,6 +92,15 @@ def select(found: list[Experiment], wanted: Sequence[str]) -> list[Experiment]:
             raise CompareError(f"no experiment {name!r}; dvc exp show lists: {known}")
         chosen.append(match)
     return chosen
+
+
+def distinct_names(exps: list[Experiment]) -> list[Experiment]:
+    """The experiments, a name several share preceded by each one's short rev, as `dvc exp show`
+    prints it (`be0a88a [ci-a]`): a name is unique per commit only, so with --all two commits'
+    experiments may share one, and the table and the charts would not tell them apart."""
+    shared = {name for name, count in Counter(e.name for e in exps).items() if count > 1}
+    return [replace(e, name=f"{e.rev[:7]} [{e.name}]") if e.name in shared and e.rev else e
+            for e in exps]
 
 
 def from_folder(folder: Path) -> Experiment:
