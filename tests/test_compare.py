@@ -179,6 +179,17 @@ def test_a_folder_of_metrics_is_a_row_without_params(exps):
 
 
 
+@pytest.mark.parametrize("content", [b"{not json", b"[1, 2]", b"\xff\xfe{}"])
+def test_an_unreadable_metrics_file_in_a_folder_is_one_line_naming_it(tmp_path, monkeypatch,
+                                                                       capsys, content):
+    (tmp_path / "test.json").write_bytes(content)
+    monkeypatch.setattr(compare, "exp_show", lambda all_commits=False: [])
+    assert compare.main(["--metrics-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"compare: error: {tmp_path / 'test.json'} is not a JSON object of "
+                          "metrics (") and err.count("\n") == 1
+
+
 def test_environment_is_shown_where_the_experiments_differ_in_it():
     document = copy.deepcopy(FIXTURE)
     ci_b, ci_a = (group["revs"][0]["data"]["metrics"] for group in document[1]["experiments"])

@@ -113,7 +113,7 @@ def from_folder(folder: Path) -> Experiment:
         try:
             metrics.update({f"{path.name}:{k}": v
                             for k, v in flatten(json.loads(path.read_text())).items()})
-        except (json.JSONDecodeError, AttributeError) as err:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as err:
             raise CompareError(f"{path} is not a JSON object of metrics ({err})") from None
     tables = curve_tables(folder)
     return Experiment(f"{folder}", {}, metrics, join_curves(tables) if tables else None)
