@@ -67,6 +67,25 @@ def test_unknown_experiment_is_one_clear_line(monkeypatch, capsys):
                    "issue12, ci-b, ci-a\n")
 
 
+def test_experiments_of_two_commits_sharing_a_name_are_told_apart(monkeypatch, capsys):
+    """An experiment's name is unique per commit only: with --all, ci-a of HEAD and ci-a of
+    another commit are two rows, each labelled as `dvc exp show` does (rev [name])."""
+    document = copy.deepcopy(FIXTURE)
+    other = copy.deepcopy(document[1])
+    other.update(rev="1" * 40, name=None)
+    ci_a = other["experiments"][1]["revs"][0]
+    ci_a["rev"] = "2" * 40
+    ci_a["data"]["params"]["params.yaml"]["data"]["train"]["lr"] = 0.01
+    other["experiments"] = [other["experiments"][1]]
+    document.append(other)
+    monkeypatch.setattr(compare, "exp_show", lambda all_commits=False: document)
+    assert compare.main(["--all", "--md"]) == 0
+    rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines()[2:]]
+    first_a = exp_data("ci-a")["rev"][:7]
+    assert [(row[0].lstrip("| "), row[2]) for row in rows] == [
+        ("ci-b", "0.003"), (f"{first_a} [ci-a]", "0.001"), ("2222222 [ci-a]", "0.01")]
+
+
 def test_row_per_experiment_with_differing_params_and_headline_metrics(exps):
     frame = table(exps)
     eps = exp_data("ci-b")["params"]["params.yaml"]["data"]["attack"]["epsilons"]
@@ -114,6 +133,11 @@ def test_terminal_table_fits_in_100_columns(exps, copies):
     assert all(f"pgd@{e}" in text for e in ("0", "0.05", "0.3"))
 
 
+def test_turned_table_shows_an_experiment_named_twice_twice(exps):
+    text = to_text(table([exps[1], exps[1]]), width=40)
+    assert text.count("ci-a") == 2  # selected by label, each of the two came out twice
+
+
 def test_narrow_table_stays_a_row_per_experiment(exps):
     text = to_text(table(exps, eps=0.1), width=100)
     header, *rows = text.splitlines()
@@ -153,6 +177,17 @@ def test_a_folder_of_metrics_is_a_row_without_params(exps):
     assert frame.loc[str(REPO / "results" / "ci"), "test_acc"] == saved["accuracy"]
     assert list(frame.columns)[:2] == ["attack.methods", "train.lr"]  # from the experiments
 
+
+
+@pytest.mark.parametrize("content", [b"{not json", b"[1, 2]", b"\xff\xfe{}"])
+def test_an_unreadable_metrics_file_in_a_folder_is_one_line_naming_it(tmp_path, monkeypatch,
+                                                                       capsys, content):
+    (tmp_path / "test.json").write_bytes(content)
+    monkeypatch.setattr(compare, "exp_show", lambda all_commits=False: [])
+    assert compare.main(["--metrics-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"compare: error: {tmp_path / 'test.json'} is not a JSON object of "
+                          "metrics (") and err.count("\n") == 1
 
 
 def test_environment_is_shown_where_the_experiments_differ_in_it():

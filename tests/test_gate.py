@@ -112,8 +112,9 @@ def test_lower_is_better_allows_abs_plus_rel_of_the_baseline(gate):
     assert (code, verdict(out, "train.json:loss")) == (1, "REGRESSED")
 
 
-def test_equal_fails_on_any_change(gate):
-    code, out, _ = gate(changed({("train.json", "epochs"): 3}))
+@pytest.mark.parametrize("epochs", [3, 1])
+def test_equal_fails_on_any_change(gate, epochs):
+    code, out, _ = gate(changed({("train.json", "epochs"): epochs}))
     assert (code, verdict(out, "train.json:epochs")) == (1, "REGRESSED")
 
 
@@ -170,6 +171,14 @@ def test_an_unreadable_file_fails_with_its_path(gate, tmp_path, content):
     code, out, err = gate({})
     assert code == 2
     assert "test.json" in err and out == ""
+
+
+@pytest.mark.parametrize("files", [{}, {"test.json": {"note": "text only"}}])
+def test_a_baseline_without_metrics_is_an_error_not_a_pass(gate, tmp_path, files):
+    """Against an empty (or wrong) baseline folder every metric would be new, and pass."""
+    code, out, err = gate(BASELINE, write_metrics(tmp_path / "empty", files))
+    assert (code, out) == (2, "")
+    assert err == f"gate: error: {tmp_path / 'empty'}/ holds no metrics (no number in any *.json)\n"
 
 
 def test_a_malformed_spec_fails(tmp_path, capsys):

@@ -25,6 +25,7 @@ from pathlib import Path
 from advlab.core.io import write_text
 from advlab.experiments.compare_read import (
     CompareError,
+    distinct_names,
     exp_show,
     experiments_of,
     from_folder,
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         exps = select(experiments_of(exp_show(args.all)), args.experiments)
-        exps += [from_folder(folder) for folder in args.metrics_dir]
+        exps = distinct_names(exps + [from_folder(folder) for folder in args.metrics_dir])
         if not exps:
             raise CompareError("no experiment holds metrics: run `dvc exp run` first")
         frame = table(exps, args.eps)

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from advlab.experiments.profile import flatten
@@ -93,6 +94,15 @@ def select(found: list[Experiment], wanted: Sequence[str]) -> list[Experiment]:
     return chosen
 
 
+def distinct_names(exps: list[Experiment]) -> list[Experiment]:
+    """The experiments, a name several share preceded by each one's short rev, as `dvc exp show`
+    prints it (`be0a88a [ci-a]`): a name is unique per commit only, so with --all two commits'
+    experiments may share one, and the table and the charts would not tell them apart."""
+    shared = {name for name, count in Counter(e.name for e in exps).items() if count > 1}
+    return [replace(e, name=f"{e.rev[:7]} [{e.name}]") if e.name in shared and e.rev else e
+            for e in exps]
+
+
 def from_folder(folder: Path) -> Experiment:
     """A row from a folder of metrics files (e.g. results/ci, the committed CI baseline)."""
     files = sorted(folder.glob("*.json"))
@@ -103,7 +113,7 @@ def from_folder(folder: Path) -> Experiment:
         try:
             metrics.update({f"{path.name}:{k}": v
                             for k, v in flatten(json.loads(path.read_text())).items()})
-        except (json.JSONDecodeError, AttributeError) as err:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as err:
             raise CompareError(f"{path} is not a JSON object of metrics ({err})") from None
     tables = curve_tables(folder)
     return Experiment(f"{folder}", {}, metrics, join_curves(tables) if tables else None)

@@ -37,15 +37,15 @@ def to_text(frame: pd.DataFrame, width: int = 100) -> str:
     turned = cells.T
     label = max(len(str(c)) for c in turned.index) + 2
     chunks, current, used = [], [], label
-    for name in turned.columns:
-        need = max(len(str(name)), *(len(v) for v in turned[name])) + 2
+    for i, name in enumerate(turned.columns):  # by position: two experiments may share a name
+        need = max(len(str(name)), *(len(v) for v in turned.iloc[:, i])) + 2
         if current and used + need > width:
             chunks.append(current)
             current, used = [], label
-        current.append(name)
+        current.append(i)
         used += need
     chunks.append(current)
-    return "\n\n".join(turned[chunk].to_string() for chunk in chunks)
+    return "\n\n".join(turned.iloc[:, chunk].to_string() for chunk in chunks)
 
 
 def to_markdown(frame: pd.DataFrame) -> str:

@@ -7,9 +7,9 @@ Metrics are named FILE:KEY as `dvc metrics show` flattens them (test.json:accura
 test.json:per_class.ring). The spec (gate.yaml) lists rules, each a glob on that name, a
 direction and a tolerance; the first matching rule judges a metric. The exit status is 1 when
 a metric regressed or disappeared, or a metric the spec names exactly is missing; 2 when a file
-cannot be read. Metrics no rule matches, and metrics new since the baseline, are shown only;
-so are those of an `info` rule (wall times, throughput: they depend on the machine), even when
-missing.
+cannot be read or a folder holds no metrics. Metrics no rule matches, and metrics new since the
+baseline, are shown only; so are those of an `info` rule (wall times, throughput: they depend
+on the machine), even when missing.
 """
 
 from __future__ import annotations
@@ -78,7 +78,8 @@ def numbers(flat: dict[str, object]) -> dict[str, float]:
 
 
 def read_folder(folder: Path) -> dict[str, float]:
-    """Every metric in FOLDER/*.json; an unreadable file is an error, never an empty result."""
+    """Every metric in FOLDER/*.json; an unreadable file, or none with a number, is an error,
+    never an empty result (against an empty baseline every metric would be new, and pass)."""
     if not folder.is_dir():
         raise GateError(f"{folder}/ does not exist")
     metrics: dict[str, float] = {}
@@ -91,6 +92,8 @@ def read_folder(folder: Path) -> dict[str, float]:
             raise GateError(f"{path} holds a {type(data).__name__}, not a JSON object")
         metrics.update({f"{path.name}:{key}": value
                         for key, value in numbers(flatten(data)).items()})
+    if not metrics:
+        raise GateError(f"{folder}/ holds no metrics (no number in any *.json)")
     return metrics
 
 
