@@ -131,6 +131,17 @@ def lab_cnn(classes: int = 10, channels: int = 3, size: int = 32) -> nn.Module:
                                    (0.25,) * channels)).eval()
 
 
+class TupleOut(nn.Module):
+    """Logits and features, as some models return them."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = lab_cnn()
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.net(x), x
+
+
 def write(path: Path, blob: object) -> Path:
     torch.save(blob, path)
     return path
@@ -177,6 +188,8 @@ BAD = {
     "5_classes": (lambda d: torchscript(lab_cnn(5), d / "five.pt"), None, Train(),
                   "five.pt gives outputs of shape (1, 5) for one image; the test set has 10 "
                   "classes: expected (1, 10)"),
+    "tuple_output": (lambda d: torchscript(TupleOut(), d / "tuple.pt"), None, Train(),
+                     "tuple.pt returns a tuple, not a tensor of logits"),
     "image_shape": (lambda d: torchscript(lab_cnn(channels=1, size=28), d / "gray.pt", 28, 1),
                     None, Train(), "gray.pt cannot take the test images (3x32x32): Given "
                     "groups=1, weight of size [32, 1, 3, 3], expected input[1, 3, 32, 32] to "
