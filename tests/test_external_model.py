@@ -81,6 +81,8 @@ FORMS = {
     "state_dict": lambda model, path: torch.save(model.state_dict(), path),
     "checkpoint_of_ddp": lambda model, path: torch.save(
         {"epoch": 2, "model_state_dict": prefixed(model.state_dict())}, path),
+    "checkpoint_with_its_config": lambda model, path: torch.save(
+        {"config": {"lr": 0.1, "epochs": 2}, "state_dict": model.state_dict()}, path),
 }
 
 
