@@ -144,6 +144,14 @@ class TupleOut(nn.Module):
         return self.net(x), x
 
 
+def torchscript_in_training_mode(path: Path) -> Path:
+    with warnings.catch_warnings():  # deprecation, and the trace's check that dropout differs
+        warnings.simplefilter("ignore")
+        torch.jit.save(torch.jit.trace(lab_cnn().train(), torch.rand(2, 3, 32, 32),
+                                       check_trace=False), path)
+    return path
+
+
 def write(path: Path, blob: object) -> Path:
     torch.save(blob, path)
     return path
@@ -192,6 +200,10 @@ BAD = {
                   "classes: expected (1, 10)"),
     "tuple_output": (lambda d: torchscript(TupleOut(), d / "tuple.pt"), None, Train(),
                      "tuple.pt returns a tuple, not a tensor of logits"),
+    "traced_in_training_mode": (lambda d: torchscript_in_training_mode(d / "train.pt"), None,
+                                Train(), "train.pt was saved in training mode, which a trace "
+                                "keeps (BatchNorm on batch statistics, dropout): save it after "
+                                "model.eval()"),
     "image_shape": (lambda d: torchscript(lab_cnn(channels=1, size=28), d / "gray.pt", 28, 1),
                     None, Train(), "gray.pt cannot take the test images (3x32x32): Given "
                     "groups=1, weight of size [32, 1, 3, 3], expected input[1, 3, 32, 32] to "
