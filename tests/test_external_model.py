@@ -81,6 +81,8 @@ FORMS = {
     "state_dict": lambda model, path: torch.save(model.state_dict(), path),
     "checkpoint_of_ddp": lambda model, path: torch.save(
         {"epoch": 2, "model_state_dict": prefixed(model.state_dict())}, path),
+    "checkpoint_with_its_config": lambda model, path: torch.save(
+        {"config": {"lr": 0.1, "epochs": 2}, "state_dict": model.state_dict()}, path),
 }
 
 
@@ -131,6 +133,25 @@ def lab_cnn(classes: int = 10, channels: int = 3, size: int = 32) -> nn.Module:
                                    (0.25,) * channels)).eval()
 
 
+class TupleOut(nn.Module):
+    """Logits and features, as some models return them."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = lab_cnn()
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.net(x), x
+
+
+def torchscript_in_training_mode(path: Path) -> Path:
+    with warnings.catch_warnings():  # deprecation, and the trace's check that dropout differs
+        warnings.simplefilter("ignore")
+        torch.jit.save(torch.jit.trace(lab_cnn().train(), torch.rand(2, 3, 32, 32),
+                                       check_trace=False), path)
+    return path
+
+
 def write(path: Path, blob: object) -> Path:
     torch.save(blob, path)
     return path
@@ -177,6 +198,12 @@ BAD = {
     "5_classes": (lambda d: torchscript(lab_cnn(5), d / "five.pt"), None, Train(),
                   "five.pt gives outputs of shape (1, 5) for one image; the test set has 10 "
                   "classes: expected (1, 10)"),
+    "tuple_output": (lambda d: torchscript(TupleOut(), d / "tuple.pt"), None, Train(),
+                     "tuple.pt returns a tuple, not a tensor of logits"),
+    "traced_in_training_mode": (lambda d: torchscript_in_training_mode(d / "train.pt"), None,
+                                Train(), "train.pt was saved in training mode, which a trace "
+                                "keeps (BatchNorm on batch statistics, dropout): save it after "
+                                "model.eval()"),
     "image_shape": (lambda d: torchscript(lab_cnn(channels=1, size=28), d / "gray.pt", 28, 1),
                     None, Train(), "gray.pt cannot take the test images (3x32x32): Given "
                     "groups=1, weight of size [32, 1, 3, 3], expected input[1, 3, 32, 32] to "

@@ -140,10 +140,12 @@ def parser() -> argparse.ArgumentParser:
     described.add_argument("--attacks", help="comma-separated, in cascade order: attack.ensemble "
                            "(default: params.yaml's, AutoAttack's standard version)")
     described.add_argument("--max-images", type=int, help="a seeded stratified subset of this "
-                           "many test images: attack.max_images (default: all)")
+                           "many test images: attack.max_images (default: params.yaml's, all as "
+                           "committed)")
     described.add_argument("--normalize", nargs=2, type=per_channel, metavar=("MEAN", "STD"),
                            help="the normalization the model expects, e.g. 0.5,0.5,0.5 "
-                           "0.25,0.25,0.25: model.normalize (default: none)")
+                           "0.25,0.25,0.25: model.normalize (default: params.yaml's, none as "
+                           "committed; `dvc exp run -S model.normalize=...` leaves it set)")
     described.add_argument("--arch", help="a state_dict's architecture: train.model")
     described.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",
                            help="any other params key, e.g. -S attack.square.queries=1000")

@@ -69,7 +69,9 @@ class ForeignModel(nn.Module):
         self.inner = inner
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.inner(self.normalize(x)).float()
+        logits = self.inner(self.normalize(x))
+        # anything else (a tuple, a dict) as it is: check_takes_test_images names it
+        return logits.float() if isinstance(logits, torch.Tensor) else logits
 
 
 def parameter_rows(model: nn.Module) -> list[Row]:
@@ -114,13 +116,20 @@ def _is_torchscript(path: Path) -> bool:
 
 
 def _torchscript(path: Path) -> nn.Module:
+    """The loaded module; refused if saved in training mode: a trace keeps BatchNorm's batch
+    statistics and dropout as they ran then, whatever .eval() sets later."""
     with warnings.catch_warnings():  # torch.jit is deprecated in favour of torch.export
         warnings.simplefilter("ignore", FutureWarning)
         try:
-            return torch.jit.load(path, map_location="cpu")
+            module = torch.jit.load(path, map_location="cpu")
         except RuntimeError as err:
             raise ModelFileError(f"{path} is not a readable TorchScript file "
                                  f"({_last_line(err)})") from err
+    if any(m.training for m in module.modules()):
+        raise ModelFileError(f"{path} was saved in training mode, which a trace keeps "
+                             "(BatchNorm on batch statistics, dropout): save it after "
+                             "model.eval()")
+    return module
 
 
 def _from_torch_file(path: Path, normalize: Normalization | None, train: Train,

@@ -3,6 +3,7 @@ torch.load(weights_only=True)."""
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import torch
@@ -11,6 +12,8 @@ from advlab.core.errors import BadFileError
 from advlab.core.io import load_torch, save_torch
 from advlab.models.core import Classifier, ModelConfig
 from advlab.models.registry import build_model
+
+CONFIG_KEYS = {field.name for field in fields(ModelConfig)} - {"options"}  # options: optional
 
 
 def save_model(path: str | Path, model: Classifier) -> None:
@@ -26,8 +29,10 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> Classifi
 
 
 def is_model_file(blob: object) -> bool:
-    """Whether a loaded torch file holds what save_model writes."""
-    return isinstance(blob, dict) and not {"config", "state_dict"} - set(blob)
+    """Whether a loaded torch file holds what save_model writes: a checkpoint's own config
+    (its training params, say) beside its state_dict is not a ModelConfig."""
+    return (isinstance(blob, dict) and not {"config", "state_dict"} - set(blob)
+            and isinstance(blob["config"], dict) and not CONFIG_KEYS - set(blob["config"]))
 
 
 def model_from_file(blob: dict) -> Classifier:
