@@ -152,3 +152,10 @@ def test_params_are_frozen():
     params = Params()
     with pytest.raises(ValidationError):
         params.train.lr = 0.1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("file, trained_here", [
+    ("models/model.pt", True), ("./models/model.pt", True), ("models/../models/model.pt", True),
+    ("elsewhere/model.pt", False), ("models/model.pt.bak", False)])
+def test_the_train_stage_model_is_known_however_its_path_is_written(file, trained_here):
+    assert parse_params({"model": {"file": file}}).model.trained_here is trained_here

@@ -3,6 +3,7 @@ trained elsewhere (advlab/models/external.py reads the forms such a file may tak
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
@@ -41,4 +42,4 @@ class Model(Section):
     @property
     def trained_here(self) -> bool:
         """The train stage's model, whose training record metrics/train.* holds."""
-        return self.file == TRAINED_MODEL
+        return os.path.normpath(self.file) == TRAINED_MODEL  # ./models/model.pt is it too
