@@ -3,6 +3,7 @@ wrong; never a silently smaller dataset, never code run from a pickle."""
 
 from __future__ import annotations
 
+import gzip
 import io
 import os
 import pickle
@@ -15,7 +16,7 @@ import torch
 from conftest import patch_official_md5s
 
 from advlab.data import fetch as fetching
-from advlab.data.fetch import CIFAR_ARCHIVE, fetch_cifar10
+from advlab.data.fetch import CIFAR_ARCHIVE, fetch, fetch_cifar10
 from advlab.data.formats import (
     CIFAR_DIR,
     DatasetError,
@@ -26,6 +27,7 @@ from advlab.data.formats import (
 )
 from advlab.data.images import load_splits
 from advlab.data.synthetic import synthetic_images
+from advlab.params.data import Data
 
 
 @pytest.fixture
@@ -189,6 +191,18 @@ def test_fashion_labels_out_of_range_or_miscounted(fashion):
 def test_fashion_missing_file(fashion):
     (fashion / "train-labels-idx1-ubyte").unlink()
     assert fashion_error(fashion) == f"{fashion / 'train-labels-idx1-ubyte'} is missing"
+
+
+def test_fashion_damaged_gz_in_source(fashion, tmp_path):
+    """A .gz whose deflate stream is damaged (zlib.error, which is not an OSError) is named."""
+    plain, packed = fashion / "t10k-images-idx3-ubyte", fashion / "t10k-images-idx3-ubyte.gz"
+    write_idx(plain, np.zeros((10, 28, 28)))
+    blob = bytearray(gzip.compress(plain.read_bytes(), mtime=0))
+    blob[20:50] = b"\xff" * 30  # inside the compressed stream, not the CRC at the end
+    packed.write_bytes(bytes(blob))
+    plain.unlink()
+    with pytest.raises(DatasetError, match=f"^{packed}: not a readable .gz file"):
+        fetch(tmp_path / "raw", Data(dataset="fashion_mnist", source=str(fashion), verify=False))
 
 
 # --- split files ------------------------------------------------------------------------------

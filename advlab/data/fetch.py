@@ -7,6 +7,7 @@ import gzip
 import shutil
 import socket
 import tarfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -89,7 +90,7 @@ def _gunzip(packed: Path, dest: Path) -> None:
     try:
         with gzip.open(packed, "rb") as src, open(dest, "wb") as out:
             shutil.copyfileobj(src, out)
-    except (OSError, EOFError) as err:  # gzip.BadGzipFile is an OSError
+    except (OSError, EOFError, zlib.error) as err:  # gzip.BadGzipFile is an OSError
         raise DatasetError(f"{packed}: not a readable .gz file ({err})") from None
 
 
