@@ -153,9 +153,10 @@ def test_archive_is_extracted_by_file_name_only(cifar, tmp_path, monkeypatch):
 
 # --- Fashion-MNIST idx files ------------------------------------------------------------------
 
-def write_idx(path: Path, array: np.ndarray) -> None:
-    header = bytes([0, 0, 8, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
-    path.write_bytes(header + array.astype(np.uint8).tobytes())
+def write_idx(path: Path, array: np.ndarray, code: int = 8) -> None:
+    """An idx file; code is its element type (8: uint8, 0x0C: int32, 0x0A: none)."""
+    header = bytes([0, 0, code, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    path.write_bytes(header + array.astype(np.uint8 if code == 8 else ">i4").tobytes())
 
 
 @pytest.fixture
@@ -186,6 +187,14 @@ def test_fashion_labels_out_of_range_or_miscounted(fashion):
     write_idx(labels, np.zeros(9))
     assert fashion_error(fashion) == (f"{labels}: 9 labels for the 10 images of "
                                       "t10k-images-idx3-ubyte")
+
+
+@pytest.mark.parametrize("code", [0x0C, 0x0A])
+def test_fashion_idx_of_another_element_type(fashion, code):
+    """int32 labels (torchvision's TypeError) or an undefined type code (its KeyError)."""
+    labels = fashion / "t10k-labels-idx1-ubyte"
+    write_idx(labels, np.zeros(10), code)
+    assert fashion_error(fashion).startswith(f"{labels}: not a readable idx file of uint8 labels")
 
 
 def test_fashion_missing_file(fashion):

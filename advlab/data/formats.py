@@ -182,7 +182,7 @@ def read_fashion_mnist(folder: Path, verify: bool) -> tuple[ImageSet, ImageSet]:
             raise DatasetError(f"{path} is missing")
         try:
             return reader(str(path))
-        except (AssertionError, RuntimeError, ValueError, IndexError) as err:
+        except (AssertionError, RuntimeError, ValueError, IndexError, TypeError, KeyError) as err:
             raise DatasetError(f"{path}: not a readable idx file of {what} "
                                f"({type(err).__name__}: {err})") from None
 
