@@ -43,7 +43,7 @@ def test_the_default_folder_downloads_until_it_holds_the_dataset(tmp_path, monke
         downloads.append(url)
         shutil.copyfile(mirror, Path(root) / filename)
 
-    monkeypatch.setattr(fetching, "_network_reachable", lambda host, timeout=5.0: True)
+    monkeypatch.setattr(fetching, "_network_reachable", lambda url, timeout=5.0: True)
     monkeypatch.setattr(torchvision.datasets.utils, "download_url", download_url)
     fetch(tmp_path / "downloaded", Data(dataset="cifar10"))
     assert downloads == [CIFAR_URL]

@@ -61,11 +61,29 @@ def test_fashion_mnist_reads_debian_gz_files(tmp_path):
 
 def test_offline_without_archive_fails_fast_with_what_to_do(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no source/ here: files in the checkout's cannot matter
-    monkeypatch.setattr(fetching, "_network_reachable", lambda host, timeout=5.0: False)
+    monkeypatch.setattr(fetching, "_network_reachable", lambda url, timeout=5.0: False)
     with pytest.raises(DatasetError) as err:
         fetch(tmp_path, Data(dataset="cifar10"))
     message = str(err.value)
     assert "cifar-10-python.tar.gz" in message and "advlab.experiments.profile" in message
+
+
+def test_the_network_probe_uses_the_port_of_the_download(tmp_path, monkeypatch):
+    """Fashion-MNIST's S3 website endpoint serves http only: a probe of port 443 would call a
+    working network offline."""
+    monkeypatch.chdir(tmp_path)  # no source/ here: files in the checkout's cannot matter
+    probes = []
+
+    def create_connection(address, timeout):
+        probes.append(address)
+        raise OSError("offline")
+
+    monkeypatch.setattr(fetching.socket, "create_connection", create_connection)
+    for dataset in ("cifar10", "fashion_mnist"):
+        with pytest.raises(DatasetError, match="No network"):
+            fetch(tmp_path / "raw", Data(dataset=dataset, train_size=10, val_size=0))
+    assert probes == [("www.cs.toronto.edu", 443),
+                      ("fashion-mnist.s3-website.eu-central-1.amazonaws.com", 80)]
 
 
 def test_synthetic_set_already_there_is_not_generated_again(tmp_path, monkeypatch):
@@ -115,7 +133,7 @@ def test_hand_placed_archive_survives_another_dataset_and_is_used_offline(tmp_pa
     fetch(raw, Data(dataset="fashion_mnist", source=str(source), verify=False))
     assert archive.read_bytes() == content and (raw / "notes.txt").read_text() == "mine"
 
-    monkeypatch.setattr(fetching, "_network_reachable", lambda host, timeout=5.0: False)
+    monkeypatch.setattr(fetching, "_network_reachable", lambda url, timeout=5.0: False)
     monkeypatch.chdir(tmp_path)  # no source/ here: files in the checkout's cannot matter
     fetch(raw, Data(dataset="cifar10"))  # offline: the hand-placed archive is what it reads
     train, test = read_raw(raw, "cifar10", verify=True)

@@ -7,6 +7,7 @@ import gzip
 import shutil
 import socket
 import tarfile
+import urllib.parse
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -47,9 +48,13 @@ OFFLINE_HINT = (
 )
 
 
-def _network_reachable(host: str, timeout: float = 5.0) -> bool:
+def _network_reachable(url: str, timeout: float = 5.0) -> bool:
+    """Whether url's host accepts a connection on the port its download uses (Fashion-MNIST's
+    S3 website endpoint serves http only, so port 443 says nothing about it)."""
+    parts = urllib.parse.urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
-        socket.create_connection((host, 443), timeout=timeout).close()
+        socket.create_connection((parts.hostname, port), timeout=timeout).close()
         return True
     except OSError:
         return False
@@ -140,7 +145,7 @@ def fetch_cifar10(raw: Path, source: Path | None, verify: bool) -> None:
     places = [dataset_folder(raw, "cifar10") / CIFAR_ARCHIVE, raw / CIFAR_ARCHIVE]
     archive = next((p for p in places if p.is_file()), places[0])
     if not archive.is_file():
-        if not _network_reachable("www.cs.toronto.edu"):
+        if not _network_reachable(CIFAR_URL):
             raise DatasetError(OFFLINE_HINT.format(what=CIFAR_ARCHIVE,
                                                    where=f"{archive.parent} (or {raw})"))
         _download(CIFAR_URL, archive, CIFAR_ARCHIVE_MD5)
@@ -158,9 +163,7 @@ def fetch_fashion_mnist(raw: Path, source: Path | None, verify: bool) -> None:
     if holds_files(folder, FASHION_MD5):
         return
     archives = [folder / name for name in FASHION_GZ_MD5]
-    if not all(p.is_file() for p in archives) and not _network_reachable(
-        "fashion-mnist.s3-website.eu-central-1.amazonaws.com"
-    ):
+    if not all(p.is_file() for p in archives) and not _network_reachable(FASHION_URL):
         raise DatasetError(OFFLINE_HINT.format(what="Fashion-MNIST .gz files", where=folder))
     for archive, expected in zip(archives, FASHION_GZ_MD5.values(), strict=True):
         if not archive.is_file():
