@@ -27,6 +27,15 @@ def test_synthetic_data_round_trips_through_the_cifar_loader(tmp_path):
     assert torch.bincount(train.labels).tolist() == [50] * 10
 
 
+def test_a_synthetic_set_smaller_than_the_five_batches_round_trips(tmp_path):
+    """3 training images in 5 batches: two batches are empty, and are written and read."""
+    fetch(tmp_path, Data(dataset="synthetic", synthetic_train=3, synthetic_test=2,
+                         train_size=3, val_size=0))
+    train, test = read_raw(tmp_path, "synthetic", verify=True)
+    assert torch.equal(train.images, synthetic_images(3, SYNTHETIC_SEED).images)
+    assert (len(train), len(test)) == (3, 2)
+
+
 def test_cifar_source_folder_is_copied_and_md5_checked(tmp_path):
     source = tmp_path / "src"
     small = synthetic_images(60, seed=3)

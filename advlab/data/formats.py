@@ -157,7 +157,7 @@ def write_cifar_batches(folder: Path, train: ImageSet, test: ImageSet) -> None:
     chunks = torch.arange(len(train)).tensor_split(len(CIFAR_TRAIN))
     named = [(n, train.subset(i)) for n, i in zip(CIFAR_TRAIN, chunks, strict=True)]
     for name, part in [*named, (CIFAR_TEST[0], test)]:
-        blob = {"batch_label": name, "data": part.images.reshape(len(part), -1).numpy(),
+        blob = {"batch_label": name, "data": part.images.flatten(1).numpy(),
                 "labels": part.labels.tolist()}
         _pickle_atomic(folder / name, blob)
     _pickle_atomic(folder / "batches.meta", {"label_names": list(train.classes),
