@@ -1,4 +1,5 @@
 import gzip
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,14 @@ from conftest import patch_official_md5s
 from advlab.data import fetch as fetching
 from advlab.data import synthetic
 from advlab.data.fetch import CIFAR_ARCHIVE, fetch
-from advlab.data.formats import CIFAR_DIR, DatasetError, md5, read_raw, write_cifar_batches
+from advlab.data.formats import (
+    CIFAR_DIR,
+    CIFAR_TRAIN,
+    DatasetError,
+    md5,
+    read_raw,
+    write_cifar_batches,
+)
 from advlab.data.synthetic import SYNTHETIC_SEED, synthetic_images
 from advlab.params.data import Data
 
@@ -34,6 +42,40 @@ def test_a_synthetic_set_smaller_than_the_five_batches_round_trips(tmp_path):
     train, test = read_raw(tmp_path, "synthetic", verify=True)
     assert torch.equal(train.images, synthetic_images(3, SYNTHETIC_SEED).images)
     assert (len(train), len(test)) == (3, 2)
+
+
+def test_the_readers_keep_the_official_layouts(tmp_path):
+    """Files built by hand, not by write_cifar_batches (a writer and a reader wrong the same way
+    would round-trip): a CIFAR row is the red plane, then green, then blue, each row-major; an idx
+    file is (N, H, W), row-major. Labels index the classes as the files name them."""
+    plane = np.arange(32 * 32).reshape(32, 32) % 251  # not symmetric: a transposition shows
+    row = np.concatenate([plane.ravel(), np.full(1024, 252), np.full(1024, 253)]).astype(np.uint8)
+    folder = tmp_path / "cifar10" / CIFAR_DIR
+    folder.mkdir(parents=True)
+    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+             "truck"]
+    for name in [*CIFAR_TRAIN, "test_batch"]:
+        blob = {"data": np.stack([row, row[::-1]]), "labels": [3, 9]}
+        (folder / name).write_bytes(pickle.dumps(blob, protocol=2))
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": names}, protocol=2))
+    train, test = read_raw(tmp_path, "cifar10", verify=False)
+    assert train.images.shape == (10, 3, 32, 32) and len(test) == 2
+    assert torch.equal(train.images[0, 0], torch.from_numpy(plane).to(torch.uint8))
+    assert train.images[0, 1].eq(252).all() and train.images[0, 2].eq(253).all()
+    assert train.images[1, 0].eq(253).all() and train.images[1, 2, 0, 0] == plane[-1, -1]
+    assert [train.classes[i] for i in train.labels[:2]] == ["cat", "truck"]
+
+    pixels = np.arange(28 * 28).reshape(28, 28) % 251
+    images = np.stack([pixels, 255 - pixels])
+    source = tmp_path / "fashion"
+    source.mkdir()
+    for prefix in ("train", "t10k"):
+        _write_idx(source / f"{prefix}-images-idx3-ubyte.gz", images)
+        _write_idx(source / f"{prefix}-labels-idx1-ubyte.gz", np.array([0, 9]))
+    fetch(tmp_path, Data(dataset="fashion_mnist", source=str(source), verify=False))
+    train, _ = read_raw(tmp_path, "fashion_mnist", verify=False)
+    assert torch.equal(train.images[:, 0], torch.from_numpy(images).to(torch.uint8))
+    assert [train.classes[i] for i in train.labels] == ["t-shirt/top", "ankle boot"]
 
 
 def test_cifar_source_folder_is_copied_and_md5_checked(tmp_path):
