@@ -231,7 +231,13 @@ def test_truncated_or_foreign_split_file(tmp_path):
     torch.save({"weights": torch.zeros(3)}, path)
     with pytest.raises(ValueError, match=f"{path} is not a split file"):
         load_splits(tmp_path, ("train",))
-    torch.save({"images": torch.zeros(2, 1, 4, 4, dtype=torch.uint8),
-                "labels": torch.tensor([0, 5]), "classes": ["a", "b"]}, path)
+    images, labels = torch.zeros(2, 1, 4, 4, dtype=torch.uint8), torch.tensor([0, 1])
+    for foreign in ({"images": images.tolist(), "labels": labels, "classes": ["a", "b"]},
+                    {"images": images, "labels": labels.tolist(), "classes": ["a", "b"]},
+                    {"images": images, "labels": labels, "classes": 2}):
+        torch.save(foreign, path)
+        with pytest.raises(ValueError, match=f"{path} is not a split file"):
+            load_splits(tmp_path, ("train",))
+    torch.save({"images": images, "labels": torch.tensor([0, 5]), "classes": ["a", "b"]}, path)
     with pytest.raises(ValueError, match=f"{path}: labels must lie in 0..1"):
         load_splits(tmp_path, ("train",))

@@ -55,8 +55,12 @@ class ImageSet:
     @classmethod
     def load(cls, path: str | Path) -> ImageSet:
         blob = load_torch(path)
-        if not isinstance(blob, dict) or {"images", "labels", "classes"} - set(blob):
-            raise BadFileError(f"{path} is not a split file (expected images, labels, classes)")
+        if not (isinstance(blob, dict) and {"images", "labels", "classes"} <= set(blob)
+                and isinstance(blob["images"], torch.Tensor)
+                and isinstance(blob["labels"], torch.Tensor)
+                and isinstance(blob["classes"], list | tuple)):
+            raise BadFileError(f"{path} is not a split file (expected images and labels "
+                               "tensors and a list of classes)")
         try:
             return cls(blob["images"], blob["labels"], tuple(blob["classes"]))
         except ValueError as err:
