@@ -3,12 +3,14 @@ processes in the fingerprint; GPU counts and named GPUs that DDP cannot use are 
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+import torch.multiprocessing as mp
 import yaml
 
 from advlab.core.io import load_torch
@@ -93,3 +95,60 @@ def test_gloo_processes_on_cpu_need_no_gpu(monkeypatch):
     cuda(monkeypatch, visible=0)
     check_processes(torch.device("cpu"), 4, "cpu")
 
+
+
+RESUMED_WORLD = 2
+
+
+def fit_ranks(rank: int, folder: str) -> None:
+    """On this gloo rank, fit_resumable of 2 epochs of FGSM-RS (an eval-mode attack, so it
+    reads this rank's BatchNorm statistics) uninterrupted, then interrupted after epoch 1 and
+    rerun; rank 0 saves each run's weights and BatchNorm statistics as NAME.pt.weights."""
+    from test_resume import tiny_sets
+
+    from advlab.models import build_model, model_config
+    from advlab.params import Params
+    from advlab.params.train import Train
+    from advlab.training.checkpoint import fit_resumable, run_inputs
+    from advlab.training.distributed import Ranks, unwrap
+    from advlab.training.loop import FitJob
+
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", init_method=f"file://{folder}/store",
+                                         rank=rank, world_size=RESUMED_WORLD)
+    train_set, val_set = tiny_sets(64, 16)
+    cfg = Train(epochs=2, batch_size=16, adversarial="fgsm_rs")
+    inputs = run_inputs(Params(train=cfg), [], STAGE, torch.device("cpu"), RESUMED_WORLD)
+
+    def fit(name: str, stop_after: int | None = None) -> None:
+        torch.manual_seed(0)
+        model = torch.nn.parallel.DistributedDataParallel(
+            build_model(model_config("lab_cnn", train_set)))
+
+        def stop(result) -> None:
+            if result.epoch == stop_after:
+                raise KeyboardInterrupt
+
+        job = FitJob(model, train_set, val_set, cfg, 0, 16, Ranks(rank, RESUMED_WORLD, rank),
+                     on_epoch=stop)
+        with contextlib.suppress(KeyboardInterrupt):
+            fit_resumable(job, Path(folder) / f"{name}.pt", inputs, log=lambda line: None)
+        if stop_after is None and rank == 0:
+            torch.save(unwrap(model).state_dict(), f"{folder}/{name}.pt.weights")
+
+    try:
+        fit("whole")
+        fit("resumed", stop_after=1)
+        fit("resumed")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_gloo_ranks_resumed_from_a_checkpoint_equal_an_uninterrupted_run(tmp_path):
+    """The checkpoint holds rank 0's BatchNorm statistics and every rank resumes with them, so
+    at the end of an epoch every rank of an uninterrupted run must hold them too."""
+    mp.spawn(fit_ranks, args=(str(tmp_path),), nprocs=RESUMED_WORLD)
+    whole, resumed = (torch.load(tmp_path / f"{name}.pt.weights", weights_only=True)
+                      for name in ("whole", "resumed"))
+    assert all(torch.equal(resumed[k], v) for k, v in whole.items())

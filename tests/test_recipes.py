@@ -65,6 +65,13 @@ def test_onecycle_and_cosine_follow_torchs_schedulers():
     default = torch_trace(lambda o: torch.optim.lr_scheduler.OneCycleLR(
         o, max_lr=LR, total_steps=20, cycle_momentum=False), 20)  # pct_start 0.3
     assert lr_trace(schedule="onecycle") == pytest.approx(default, rel=1e-9)
+    # 30% of 21 steps, and warmup 1.5 of 5 epochs of 9 steps, are fractional: torch's peak too
+    for epochs, steps, warmup in [(3, 7, 0), (5, 9, 1.5)]:
+        total = epochs * steps
+        fractional = torch_trace(lambda o, total=total: torch.optim.lr_scheduler.OneCycleLR(
+            o, max_lr=LR, total_steps=total, pct_start=0.3, cycle_momentum=False), total)
+        assert lr_trace(epochs, steps, schedule="onecycle", warmup_epochs=warmup) == \
+            pytest.approx(fractional, rel=1e-9)
     cosine = torch_trace(lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=20), 20)
     assert lr_trace(schedule="cosine") == pytest.approx(cosine, rel=1e-9, abs=1e-12)
 

@@ -162,6 +162,15 @@ def mean_across_ranks(values: torch.Tensor, ranks: Ranks) -> torch.Tensor:
     return values
 
 
+def share_buffers(model: nn.Module, ranks: Ranks) -> None:
+    """Rank 0's buffers (BatchNorm's running statistics) on every rank. On CPU each rank's
+    BatchNorm updates its own after DDP's broadcast, so at an epoch's end they differ: rank 0's
+    are the ones the checkpoint holds and every rank resumes with."""
+    if ranks.world > 1:
+        for buffer in unwrap(model).buffers():
+            dist.broadcast(buffer, 0)
+
+
 def weights_identical_across_ranks(model: nn.Module, ranks: Ranks) -> bool:
     """Gathers every rank's flattened parameters and compares them bit for bit."""
     flat = torch.cat([p.detach().flatten() for p in unwrap(model).parameters()])

@@ -21,7 +21,7 @@ from advlab.core.device import autocast
 from advlab.data.images import ImageSet, batches, stratified_order, to_float
 from advlab.evaluation.classification import accuracy
 from advlab.params.train import Train
-from advlab.training.distributed import SINGLE, Ranks, mean_across_ranks, unwrap
+from advlab.training.distributed import SINGLE, Ranks, mean_across_ranks, share_buffers, unwrap
 from advlab.training.optim import TrainState, cpu_weights
 
 PROGRESS_EVERY = 25  # steps between progress-bar refreshes (each one reads the loss: a sync)
@@ -238,7 +238,8 @@ def fit(job: FitJob, save: Callable[[EpochResult], None] | None = None) -> list[
     updated (train.keep), `save` (the checkpoint) sees the result, then it joins job.history
     and job.on_epoch sees it. Returns job.history.
 
-    Under DDP every rank runs this; the step losses are averaged across ranks at epoch end.
+    Under DDP every rank runs this; at epoch end the step losses are averaged across ranks
+    and rank 0's buffers (BatchNorm statistics) copied to every rank.
     """
     cfg = job.cfg
     steps = -(-len(job.train_set) // cfg.batch_size)
@@ -248,6 +249,7 @@ def fit(job: FitJob, save: Callable[[EpochResult], None] | None = None) -> list[
                   dynamic_ncols=True, disable=not job.ranks.is_main) as bar:
             losses = mean_across_ranks(train_epoch(job, epoch_seed(job.seed, epoch), bar),
                                        job.ranks)
+            share_buffers(job.model, job.ranks)  # as a run resumed from the checkpoint has them
             result = validate(job, epoch, losses, start)
             bar.set_postfix(loss=f"{result.loss:.4f}", **({} if result.val_acc is None else
                                                           {"val_acc": f"{result.val_acc:.4f}"}))

@@ -46,27 +46,29 @@ def make_optimizer(model: nn.Module, cfg: Train) -> torch.optim.Optimizer:
     return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def rise_steps(cfg: Train, total: int) -> int:
-    """Optimizer steps of rising lr: train.warmup_epochs, else the schedule's own default."""
+def rise_steps(cfg: Train, total: int) -> float:
+    """Optimizer steps of rising lr: train.warmup_epochs, else the schedule's own default.
+    Unrounded: onecycle's peak is fractional as in torch's OneCycleLR (lr_factor rounds the
+    others')."""
     if cfg.warmup_epochs > 0:
-        return min(total, round(cfg.warmup_epochs * total / cfg.epochs))
-    return round({"onecycle": ONECYCLE_RISE, "cyclic": CYCLIC_RISE}.get(cfg.schedule, 0) * total)
+        return min(total, cfg.warmup_epochs * total / cfg.epochs)
+    return {"onecycle": ONECYCLE_RISE, "cyclic": CYCLIC_RISE}.get(cfg.schedule, 0) * total
 
 
 def _cosine(start: float, end: float, fraction: float) -> float:
     return end + (start - end) * (1 + math.cos(math.pi * fraction)) / 2
 
 
-def _onecycle(step: int, total: int, rise: int) -> float:
+def _onecycle(step: int, total: int, rise: float) -> float:
     """torch.optim.lr_scheduler.OneCycleLR's factor (two phases, cosine annealing)."""
-    peak = rise - 1  # the step at the full lr
+    peak = rise - 1  # the step at the full lr: pct_start * total_steps - 1, fractional in torch
     if step <= peak and peak > 0:
         return _cosine(1 / ONECYCLE_DIV, 1.0, step / peak)
     fraction = (step - max(peak, 0)) / max(1, total - 1 - max(peak, 0))
     return _cosine(1.0, 1 / ONECYCLE_DIV / ONECYCLE_FINAL_DIV, fraction)
 
 
-def lr_factor(schedule: str, step: int, total: int, rise: int) -> float:
+def lr_factor(schedule: str, step: int, total: int, rise: float) -> float:
     """The multiplier of train.lr at optimizer step `step` (0-based) of `total`, `rise` of them
     rising.
 
@@ -79,6 +81,7 @@ def lr_factor(schedule: str, step: int, total: int, rise: int) -> float:
     step = min(step, total - 1)  # after the last step (the lr left in the optimizer): the last
     if schedule == "onecycle":
         return _onecycle(step, total, rise)
+    rise = round(rise)
     if schedule == "cyclic":
         done = step + 1
         return done / rise if done <= rise else (total - done) / max(1, total - rise)
