@@ -21,7 +21,7 @@ from advlab.evaluation.attack_metrics import save_metrics
 from advlab.evaluation.classification import classification_report
 from advlab.evaluation.robustness import fgsm_sweep
 from advlab.models import ModelConfig, build_model, parameter_table, save_model
-from advlab.reporting.figures import attack_examples, save_png
+from advlab.reporting.figures import accuracy_vs_epsilon, attack_examples, save_png
 from advlab.reporting.report import read_metrics
 from advlab.training.live import TrainLive, log_live_epoch
 from advlab.training.loop import EpochResult
@@ -139,3 +139,12 @@ def test_report_opens_offline(report_dir):
     assert len(sources) == 4 and all(s.startswith("data:image/png;base64,") for s in sources)
     assert "http" not in re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", page)
     assert "@import" not in page and "url(" not in page
+
+
+def test_accuracy_vs_epsilon_joins_the_points_in_increasing_eps():
+    """attack.epsilons may come in any order: each line runs left to right, not back and forth."""
+    fig = accuracy_vs_epsilon([0, 0.1, 0.05], {"fgsm": [0.9, 0.2, 0.5], "pgd": [0.9, 0.1, 0.3]})
+    lines = fig.axes[0].lines
+    for line, expected in zip(lines, ([0.9, 0.5, 0.2], [0.9, 0.3, 0.1]), strict=True):
+        assert list(line.get_xdata()) == [0, 0.05, 0.1]
+        assert list(line.get_ydata()) == expected
