@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import COMMITTED_PARAMS
+from conftest import COMMITTED_PARAMS, run_stage_script
 
 from advlab.core.io import write_csv, write_json
 from advlab.data.images import ImageSet, load_splits
@@ -167,3 +167,17 @@ def test_accuracy_vs_epsilon_joins_the_points_in_increasing_eps():
     for line, expected in zip(lines, ([0.9, 0.5, 0.2], [0.9, 0.3, 0.1]), strict=True):
         assert list(line.get_xdata()) == [0, 0.05, 0.1]
         assert list(line.get_ydata()) == expected
+
+
+def test_report_without_the_attack_examples_is_one_line_naming_the_file(run, monkeypatch,
+                                                                        capsys):
+    """attack.json is there but the attack stage stopped before its PNG: one line, no page."""
+    monkeypatch.chdir(run)
+    with pytest.raises(SystemExit) as exit_:
+        run_stage_script(monkeypatch, "report.py", "--metrics", "metrics", "--model", "model.pt",
+                         "--splits", "splits", "--examples", "missing.png", "--out", "no_report",
+                         "--tensorboard", "runs/no_report")
+    assert exit_.value.code == 1
+    assert capsys.readouterr().err.strip() == ("report: error: missing.png does not exist: run "
+                                               "the attack stage, which writes it (dvc repro)")
+    assert not (run / "no_report").exists()
