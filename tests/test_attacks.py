@@ -61,10 +61,14 @@ def test_batched_sweep_predicts_as_one_image_at_a_time(small):
         perturbed = torch.cat([fgsm_one_image(model, x_all[i:i + 1], y_all[i:i + 1], eps)
                                for i in range(len(test_set))])
         with torch.no_grad():
-            pred = model(perturbed).argmax(1)
+            probs = model(perturbed).softmax(1)
+        pred = probs.argmax(1)
         expected_correct = ((clean == y_all) & (pred == y_all)).sum().item()
         assert result.correct[e].item() == expected_correct, f"eps {eps}"
         assert result.flipped[e].item() == (pred != clean).sum().item(), f"eps {eps}"
+        # mean_confidence: the predicted class's probability, not the true class's
+        assert result.confidence_sum[e].item() == pytest.approx(probs.amax(1).sum().item(),
+                                                                rel=1e-5), f"eps {eps}"
         assert result.example_predictions[e].item() == pred[0].item()
         torch.testing.assert_close(result.example_images[e], perturbed[0], rtol=0, atol=1e-6)
     assert result.correct[-1] < result.correct[0], "eps 0.3 should hurt a barely trained model"

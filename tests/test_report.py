@@ -6,22 +6,23 @@ import argparse
 import hashlib
 import re
 import runpy
+import shutil
 import warnings
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from conftest import COMMITTED_PARAMS
+from conftest import COMMITTED_PARAMS, run_stage_script
 
 from advlab.core.io import write_csv, write_json
-from advlab.data.images import ImageSet
+from advlab.data.images import ImageSet, load_splits
 from advlab.data.synthetic import synthetic_images
 from advlab.evaluation.attack_metrics import save_metrics
 from advlab.evaluation.classification import classification_report
-from advlab.evaluation.robustness import fgsm_sweep
-from advlab.models import ModelConfig, build_model, parameter_table, save_model
-from advlab.reporting.figures import attack_examples, save_png
+from advlab.evaluation.robustness import attack_subset, fgsm_sweep
+from advlab.models import ModelConfig, build_model, load_model, parameter_table, save_model
+from advlab.reporting.figures import accuracy_vs_epsilon, attack_examples, save_png
 from advlab.reporting.report import read_metrics
 from advlab.training.live import TrainLive, log_live_epoch
 from advlab.training.loop import EpochResult
@@ -64,12 +65,13 @@ def run(tmp_path_factory) -> Path:
     return root
 
 
-def run_report(run: Path, model: str, out: str) -> Path:
+def run_report(run: Path, model: str, out: str, metrics: Path | None = None) -> Path:
     """stages/report.py's main in the run folder (it reads params.yaml from there)."""
     main = runpy.run_path(str(ROOT / "stages" / "report.py"))["main"]
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(run)
-        main(argparse.Namespace(metrics=run / "metrics", model=run / model, splits=run / "splits",
+        main(argparse.Namespace(metrics=metrics or run / "metrics", model=run / model,
+                                splits=run / "splits",
                                 examples=run / "attack_examples.png", out=run / out,
                                 tensorboard=run / "runs" / out))
     return run / out
@@ -106,6 +108,23 @@ def test_report_of_a_model_trained_elsewhere_names_its_file_and_digests(run, rep
     assert "advlab model file" in trained.split("<h2>")[0] and "<h2>Training" in trained
 
 
+def test_report_of_an_attacked_subset_calls_eps_0_its_clean_accuracy(run, report_dir, tmp_path):
+    """attack.max_images: accuracy at eps 0 is that of the attacked images, not the test
+    accuracy, and the page says so; with every test image attacked it is the test accuracy."""
+    metrics = tmp_path / "metrics"
+    shutil.copytree(run / "metrics", metrics)
+    subset = attack_subset(load_splits(run / "splits", ("test",))["test"], 12, seed=0)
+    save_metrics(metrics, fgsm_sweep(load_model(run / "model.pt"), subset, EPSILONS, 16))
+    page = (run_report(run, "model.pt", "subset", metrics) / "report.html").read_text()
+    eps0 = read_metrics(metrics).attack["fgsm"][0]["accuracy"]
+    assert (f"ε = 0 is the clean accuracy of the 12 attacked test images (attack.max_images of "
+            f"the 40) ({eps0:.4f})") in page
+    assert "ε = 0 is the test accuracy" not in page
+    whole = read_metrics(run / "metrics")
+    assert (f"ε = 0 is the test accuracy ({whole.attack['fgsm'][0]['accuracy']:.4f})"
+            in (report_dir / "report.html").read_text())
+
+
 def test_report_writes_the_page_and_every_figure(report_dir):
     assert (report_dir / "report.html").is_file()
     for name in ("training_curves", "accuracy_vs_epsilon", "confusion_matrix", "attack_examples"):
@@ -139,3 +158,26 @@ def test_report_opens_offline(report_dir):
     assert len(sources) == 4 and all(s.startswith("data:image/png;base64,") for s in sources)
     assert "http" not in re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", page)
     assert "@import" not in page and "url(" not in page
+
+
+def test_accuracy_vs_epsilon_joins_the_points_in_increasing_eps():
+    """attack.epsilons may come in any order: each line runs left to right, not back and forth."""
+    fig = accuracy_vs_epsilon([0, 0.1, 0.05], {"fgsm": [0.9, 0.2, 0.5], "pgd": [0.9, 0.1, 0.3]})
+    lines = fig.axes[0].lines
+    for line, expected in zip(lines, ([0.9, 0.5, 0.2], [0.9, 0.3, 0.1]), strict=True):
+        assert list(line.get_xdata()) == [0, 0.05, 0.1]
+        assert list(line.get_ydata()) == expected
+
+
+def test_report_without_the_attack_examples_is_one_line_naming_the_file(run, monkeypatch,
+                                                                        capsys):
+    """attack.json is there but the attack stage stopped before its PNG: one line, no page."""
+    monkeypatch.chdir(run)
+    with pytest.raises(SystemExit) as exit_:
+        run_stage_script(monkeypatch, "report.py", "--metrics", "metrics", "--model", "model.pt",
+                         "--splits", "splits", "--examples", "missing.png", "--out", "no_report",
+                         "--tensorboard", "runs/no_report")
+    assert exit_.value.code == 1
+    assert capsys.readouterr().err.strip() == ("report: error: missing.png does not exist: run "
+                                               "the attack stage, which writes it (dvc repro)")
+    assert not (run / "no_report").exists()

@@ -33,7 +33,11 @@ def test_test_report_is_consistent(trained_model, tiny_sets):
     counts = report["confusion"]
     assert counts.sum() == 200
     assert report["accuracy"] == pytest.approx(counts.diag().sum().item() / 200)
-    assert set(report["per_class"]) == set(tiny_sets["test"].classes)
+    assert list(report["per_class"]) == list(tiny_sets["test"].classes)
+    labels, predictions = tiny_sets["test"].labels, report["predictions"]
+    for c, name in enumerate(tiny_sets["test"].classes):  # recall: correct among class c's images
+        expected = (predictions[labels == c] == c).float().mean().item()
+        assert report["per_class"][name] == pytest.approx(expected, abs=1e-6), name
 
 
 def test_confusion_matrix_counts_actual_by_predicted():

@@ -50,13 +50,15 @@ def training_curves(epochs: Sequence[int], loss: Sequence[float],
 
 def accuracy_vs_epsilon(epsilons: Sequence[float],
                         accuracy: Mapping[str, Sequence[float]]) -> Figure:
-    """One line per attack method (accuracy by method name), each point labelled."""
+    """One line per attack method (accuracy by method name), each point labelled; the points
+    in increasing eps, whatever the order of attack.epsilons (a line joins them in order)."""
     fig = Figure(figsize=(6, 4), dpi=DPI, layout="constrained")
     ax = fig.subplots()
     for (method, values), offset in zip(accuracy.items(), itertools.cycle((6, -12)),
                                         strict=False):
-        ax.plot(epsilons, values, marker="o", label=title(method))
-        for eps, acc in zip(epsilons, values, strict=True):
+        points = sorted(zip(epsilons, values, strict=True))
+        ax.plot(*zip(*points, strict=True), marker="o", label=title(method))
+        for eps, acc in points:
             ax.annotate(f"{acc:.3f}", (eps, acc), textcoords="offset points",
                         xytext=(0, offset), ha="center", fontsize=8)
     ax.set(title="Accuracy under attack (correct clean and perturbed)",

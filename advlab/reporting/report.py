@@ -190,6 +190,10 @@ def render_html(params: Params, parameter_rows: Sequence[tuple[str, str, int]],
     total = sum(count for *_, count in parameter_rows)
     first = metrics.methods[0]
     eps0 = next((r["accuracy"] for r in metrics.attack[first] if r["epsilon"] == 0), None)
+    tested = metrics.confusion.sum().item()
+    clean = ("the test accuracy" if metrics.attacked_images == tested else  # attack.max_images
+             f"the clean accuracy of the {metrics.attacked_images:,} attacked test images "
+             f"(attack.max_images of the {tested:,})")
     param_values = [(f"{section}.{key}", json.dumps(value))  # as YAML writes them
                     for section, values in params.as_dict().items()
                     for key, value in values.items()]
@@ -208,8 +212,7 @@ def render_html(params: Params, parameter_rows: Sequence[tuple[str, str, int]],
                [*[(name, formula, f"{count:,}") for name, formula, count in parameter_rows],
                 ("total", "", f"{total:,}")]),
         "<h2>Test</h2>",
-        f"<p>Accuracy {metrics.test_accuracy:.4f} on {metrics.confusion.sum().item():,} "
-        "images.</p>",
+        f"<p>Accuracy {metrics.test_accuracy:.4f} on {tested:,} images.</p>",
         _table(["class", "accuracy"],
                [(name, f"{acc:.4f}") for name, acc in metrics.per_class.items()]),
         _image(pngs["confusion_matrix"], "test confusion matrix"),
@@ -222,7 +225,7 @@ def render_html(params: Params, parameter_rows: Sequence[tuple[str, str, int]],
         "runs as a cascade on the images still standing). Every attack but FGSM attacks only "
         "the images classified correctly clean and stops on an image once fooled. An image "
         "counts as correct only if it is classified correctly both clean and after the "
-        "attack, so ε = 0 is the test accuracy"
+        f"attack, so ε = 0 is {clean}"
         + (f" ({eps0:.4f})" if eps0 is not None else "") + ". "
         f"{metrics.zero_grad_fraction:.4%} of the input-gradient entries are exactly 0 "
         "(sign 0 leaves a pixel unperturbed; a large share would hint at gradient "
