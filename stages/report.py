@@ -2,8 +2,7 @@
 
 import argparse
 
-from advlab.core.errors import MissingInputError
-from advlab.core.io import atomic_path, write_text
+from advlab.core.io import atomic_path, require_file, write_text
 from advlab.core.stage import path_arg, run_stage
 from advlab.data.images import load_splits
 from advlab.models.external import load_evaluated, parameter_rows
@@ -16,9 +15,7 @@ from advlab.reporting.tensorboard_log import log_figures, log_png, open_writer
 def main(args: argparse.Namespace) -> None:
     params = load_params()
     metrics = read_metrics(args.metrics)
-    if not args.examples.is_file():
-        raise MissingInputError(f"{args.examples} does not exist: run the attack stage, which "
-                                "writes it (dvc repro)")
+    require_file(args.examples)  # the attack stage writes it after attack.json
     test_set = load_splits(args.splits, ("test",))["test"]  # a state_dict's model is sized by it
     model, model_file = load_evaluated(args.model, params.model, params.train, test_set)
     rows = parameter_rows(model)

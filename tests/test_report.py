@@ -179,5 +179,5 @@ def test_report_without_the_attack_examples_is_one_line_naming_the_file(run, mon
                          "--tensorboard", "runs/no_report")
     assert exit_.value.code == 1
     assert capsys.readouterr().err.strip() == ("report: error: missing.png does not exist: run "
-                                               "the attack stage, which writes it (dvc repro)")
+                                               "the stage that writes it (dvc repro)")
     assert not (run / "no_report").exists()

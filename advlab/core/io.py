@@ -70,12 +70,18 @@ def save_torch(path: str | Path, obj: object) -> None:
         torch.save(obj, f)
 
 
-def load_torch(path: str | Path, map_location: str | torch.device = "cpu") -> object:
-    """torch.load restricted to tensors and plain containers: a file cannot run code."""
+def require_file(path: str | Path) -> Path:
+    """PATH, or the one-line error of an upstream output not made yet."""
     path = Path(path)
     if not path.is_file():
         raise MissingInputError(f"{path} does not exist: run the stage that writes it "
                                 "(dvc repro)")
+    return path
+
+
+def load_torch(path: str | Path, map_location: str | torch.device = "cpu") -> object:
+    """torch.load restricted to tensors and plain containers: a file cannot run code."""
+    path = require_file(path)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:  # torch's message advises weights_only=False: no

@@ -18,7 +18,7 @@ import torch
 from matplotlib.figure import Figure
 
 from advlab.attacks.registry import WORST_CASE, title
-from advlab.core.errors import MissingInputError
+from advlab.core.io import require_file
 from advlab.evaluation.classification import confusion_matrix
 from advlab.models.external import ModelFile
 from advlab.params import Params
@@ -66,9 +66,7 @@ def attack_rows(rows: list[dict[str, str]]) -> dict[str, list[dict[str, float]]]
 def read_metrics(folder: str | Path) -> RunMetrics:
     folder = Path(folder)
     for name in ("test.json", "confusion.csv", "attack.json", "attack.csv"):
-        if not (folder / name).is_file():
-            raise MissingInputError(f"{folder / name} does not exist: run the stage that "
-                                    "writes it (dvc repro)")
+        require_file(folder / name)
     test = json.loads((folder / "test.json").read_text())
     attack = json.loads((folder / "attack.json").read_text())
     classes = list(test["per_class"])
