@@ -73,7 +73,8 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
 
 
 def stratified_order(labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """A random permutation in which every prefix holds each class in proportion (±1 image).
+    """A random permutation in which every prefix holds each class in proportion: within ±1
+    image where the classes are of one size (CIFAR-10, Fashion-MNIST), close to it otherwise.
 
     Each image gets the fraction (rank within its class + 0.5) / class size, ranks drawn at
     random; sorting by that fraction interleaves the classes evenly.
