@@ -1,15 +1,17 @@
-"""AutoAttack's attacks and the worst case: APGD is at least as strong as PGD, every attack
-stays in the eps-ball, Square never asks for a gradient and sees through masked gradients, the
-cascade is never above any single attack, and the cost-saving rules keep fooling points."""
+"""AutoAttack's attacks and the worst case: APGD takes the reference APGD's steps and is at
+least as strong as PGD, every attack stays in the eps-ball, Square never asks for a gradient
+and sees through masked gradients, the cascade is never above any single attack, and the
+cost-saving rules keep fooling points."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from pyautoattack.autopgd_base import APGDAttack, APGDAttack_targeted
 from torch import nn
 
-from advlab.attacks.apgd import checkpoints
-from advlab.attacks.core import Draws
+from advlab.attacks.apgd import apgd, checkpoints, dlr_targeted
+from advlab.attacks.core import Draws, Loss, cross_entropy
 from advlab.attacks.pgd import pgd, pgd_until_fooled
 from advlab.attacks.registry import ATTACKS
 from advlab.attacks.square import square_fraction
@@ -56,6 +58,72 @@ def test_apgd_schedule_is_the_papers():
     # the budget, so 5,000 queries never reach the last two halvings
     assert [square_fraction(0.8, q, 5000) for q in (10, 11, 50, 51, 4999)] == [
         0.8, 0.4, 0.4, 0.2, 0.8 / 2 ** 7]
+
+
+class Sine(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sin(x)
+
+
+def reference_apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
+                   noise: torch.Tensor, monkeypatch: pytest.MonkeyPatch, loss=None,
+                   target: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference's one APGD run (100 steps) from x + eps * noise / max|noise|: its best
+    points and which images it fooled. loss: the targeted loss in place of its DLR."""
+    if target is None:
+        ref = APGDAttack(model, n_iter=100, eps=eps, loss="ce", device=x.device)
+    else:
+        ref = APGDAttack_targeted(model, n_iter=100, eps=eps, device=x.device)
+        ref.y_target = target
+        if loss is not None:
+            ref.dlr_loss_targeted = loss
+    ref.init_hyperparam(x)
+    with monkeypatch.context() as patch:  # its start: torch.rand, drawn once
+        patch.setattr(torch, "rand", lambda *args, **kwargs: (noise + 1) / 2)
+        best, robust, _, _ = ref.attack_single_run(x, y)
+    return best, ~robust
+
+
+def test_apgd_takes_the_reference_apgds_steps(monkeypatch):
+    """From the same start, every image ends where the reference's APGD (autopgd_base.py) ends:
+    the same step size, momentum, checkpoints, halving rule and restarts from the best point.
+    A sine layer makes the loss oscillate, so that steps are halved; a scripted loss value
+    makes the best loss stall while the loss keeps rising. (The reference counts the first
+    window's first step as a rise when its loss is > 0, not > the start's: these cases avoid
+    that difference, which the paper's rule does not have.) Every other test passes with
+    momentum 0.25 or without the stall rule."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 64), Sine(), nn.Linear(64, 10))
+    model.eval()[1].weight.data.mul_(3)
+    x = torch.rand(100, 3, 8, 8)
+    with torch.no_grad():
+        ranked = model(x).argsort(1, descending=True)
+    y, target, noise = ranked[:, 0], ranked[:, 1], torch.rand(x.shape) * 2 - 1
+    script = [0.0, *range(1, 23), *(0.1 * k for k in range(1, 20))] + [30.0] * 60
+    calls = []
+
+    def scripted(target: torch.Tensor) -> Loss:
+        """Rises for 22 steps, falls, then rises for 19 steps below its best (a stall), then
+        stays put; its gradient is the targeted DLR loss's."""
+        def loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+            dlr = dlr_targeted(target)(logits, labels)
+            calls.append(None)
+            return dlr - dlr.detach() + script[min(len(calls), len(script)) - 1]
+        return loss
+
+    cases = ((0.01, lambda index: cross_entropy, None, None),
+             (0.03, lambda index: cross_entropy, None, None),
+             (0.01, lambda index: dlr_targeted(target[index]), None, target),
+             (0.01, lambda index: scripted(target[index]), scripted(target), target))
+    for eps, loss_for, reference_loss, reference_target in cases:
+        calls.clear()
+        ours = apgd(model, x, y, eps, 100, loss_for, noise)
+        calls.clear()
+        best, fooled = reference_apgd(model, x, y, eps, noise, monkeypatch, reference_loss,
+                                      reference_target)
+        assert 0 < fooled.sum() < len(y), "some images fooled, some standing"
+        assert torch.equal(ours.logits.argmax(1) != y, fooled), eps
+        assert torch.equal(ours.x[~fooled], best[~fooled]), eps
 
 
 def test_apgd_ce_is_at_least_as_strong_as_pgd10(small):
