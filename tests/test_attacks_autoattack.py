@@ -10,8 +10,9 @@ import torch
 from pyautoattack.autopgd_base import APGDAttack, APGDAttack_targeted
 from torch import nn
 
-from advlab.attacks.apgd import apgd, checkpoints, dlr_targeted
-from advlab.attacks.core import Draws, Loss, cross_entropy
+import advlab.attacks.apgd as apgd_module
+from advlab.attacks.apgd import apgd, apgd_t, checkpoints, dlr_targeted
+from advlab.attacks.core import Draws, Judged, Loss, cross_entropy, judge
 from advlab.attacks.pgd import pgd, pgd_until_fooled
 from advlab.attacks.registry import ATTACKS
 from advlab.attacks.square import square_fraction
@@ -124,6 +125,41 @@ def test_apgd_takes_the_reference_apgds_steps(monkeypatch):
         assert 0 < fooled.sum() < len(y), "some images fooled, some standing"
         assert torch.equal(ours.logits.argmax(1) != y, fooled), eps
         assert torch.equal(ours.x[~fooled], best[~fooled]), eps
+
+
+def test_apgd_t_takes_its_targets_in_the_references_order(monkeypatch):
+    """Target k is the reference's (autopgd_base.py, APGDAttack_targeted.perturb): the class of
+    the (k + 2)-th highest clean logit. Both APGD runs are stubbed to fool nothing, so every
+    target runs on every image and only the order of the targets is compared."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 10)).eval()
+    x = torch.rand(20, 3, 8, 8)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    ours, theirs = [], []
+
+    def recording(target: torch.Tensor) -> Loss:
+        ours.append(target.clone())
+        return dlr_targeted(target)
+
+    def standing(model, x, y, eps, steps, loss_for, start) -> Judged:
+        loss_for(torch.arange(len(x)))
+        return Judged(x.clone(), judge(model, x))
+
+    monkeypatch.setattr(apgd_module, "dlr_targeted", recording)
+    monkeypatch.setattr(apgd_module, "apgd", standing)
+    apgd_t(model, x, y, 0.03, ApgdT(steps=1, targets=4), draws_for(x, "apgd_t", 0.03))
+    ref = APGDAttack_targeted(model, n_iter=1, eps=0.03, n_target_classes=4, device=x.device)
+
+    def ref_run(x_to_fool, y_to_fool):
+        theirs.append(ref.y_target.clone())
+        return x_to_fool, torch.ones_like(y_to_fool, dtype=torch.bool), None, x_to_fool
+
+    ref.attack_single_run = ref_run
+    ref.perturb(x, y)
+    assert len(ours) == len(theirs) == 4
+    for k, (mine, reference) in enumerate(zip(ours, theirs, strict=True)):
+        assert torch.equal(mine, reference), f"target {k}"
 
 
 def test_apgd_ce_is_at_least_as_strong_as_pgd10(small):
