@@ -134,6 +134,17 @@ def trained_model(tiny_sets) -> LabCNN:
     return model
 
 
+@pytest.fixture
+def linear_classifier() -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """A seeded linear model of 10 classes, 32 random 3x8x8 images and its predictions as their
+    labels: every image correct, for comparisons with the reference AutoAttack's code."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 10)).eval()
+    x = torch.rand(32, 3, 8, 8)
+    with torch.no_grad():
+        return model, x, model(x).argmax(1)
+
+
 def run_in(cwd: Path, *command: str) -> str:
     """COMMAND run in the copy `cwd` (repo_env); fails with its output unless it exits 0."""
     done = subprocess.run(command, cwd=cwd, env=repo_env(cwd), capture_output=True, text=True)

@@ -127,15 +127,11 @@ def test_apgd_takes_the_reference_apgds_steps(monkeypatch):
         assert torch.equal(ours.x[~fooled], best[~fooled]), eps
 
 
-def test_apgd_t_takes_its_targets_in_the_references_order(monkeypatch):
+def test_apgd_t_takes_its_targets_in_the_references_order(linear_classifier, monkeypatch):
     """Target k is the reference's (autopgd_base.py, APGDAttack_targeted.perturb): the class of
     the (k + 2)-th highest clean logit. Both APGD runs are stubbed to fool nothing, so every
     target runs on every image and only the order of the targets is compared."""
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 10)).eval()
-    x = torch.rand(20, 3, 8, 8)
-    with torch.no_grad():
-        y = model(x).argmax(1)
+    model, x, y = linear_classifier
     ours, theirs = [], []
 
     def recording(target: torch.Tensor) -> Loss:

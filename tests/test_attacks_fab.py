@@ -1,11 +1,12 @@
 """FAB-T: its L-infinity projection is the least move onto the plane inside the box, and the
-attack fools a small trained model at a large eps, stays in the eps-ball and in [0, 1], and
-goes towards its target classes."""
+attack fools a small trained model at a large eps, stays in the eps-ball and in [0, 1],
+goes towards its target classes, and steps as the reference FAB steps."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from pyautoattack.fab_pt import FABAttack_PT
 
 from advlab.attacks import fab
 from advlab.attacks.fab import fab_t, linf_to_hyperplane
@@ -103,6 +104,22 @@ def test_judging_with_the_gradient_pass_or_apart_gives_the_same_attack(correct, 
     assert torch.allclose(apart.x, fused.x, atol=1e-6)
     assert torch.equal(apart.logits.argmax(1), fused.logits.argmax(1))
     assert (apart.logits.argmax(1) != y[:40]).any(), "something to compare: some images fooled"
+
+
+def test_fab_t_takes_the_reference_fabs_first_step(linear_classifier):
+    """From the clean image, one step of the default FAB-T lands where the reference's
+    (fab_base.py, its targeted attack_single_run) lands: past the linearized boundary by its
+    overshoot eta, which on a linear model fools every image; without eta the step would stop
+    on the boundary."""
+    model, x, y = linear_classifier
+    settings = FabT(steps=1, targets=1)  # alpha_max, eta, beta: AutoAttack's
+    ours = fab_t(model, x, y, 1.0, settings, None)
+    ref = FABAttack_PT(model, n_iter=1, alpha_max=settings.alpha_max, eta=settings.eta,
+                       beta=settings.beta)
+    ref.target_class = 2  # the second highest clean logit: target 1 of ours
+    theirs = ref.attack_single_run(x, y, use_rand_start=False, is_targeted=True)
+    assert (ours.logits.argmax(1) != y).all()
+    assert torch.allclose(ours.x, theirs, atol=1e-6), (ours.x - theirs).abs().max()
 
 
 def test_fab_t_is_in_the_registry_and_the_default_ensemble():
