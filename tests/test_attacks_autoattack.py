@@ -199,6 +199,17 @@ def test_square_makes_no_gradient_call(small, monkeypatch):
         assert (model(x_adv).argmax(1) != y).sum() >= len(y) // 4
 
 
+def test_square_puts_every_pixel_at_eps_from_the_clean_one(linear_classifier):
+    """Its stripes and its squares move a pixel to x +- eps, or to 0 or 1 where clamped: never
+    by less (as the reference's square.py, at any budget)."""
+    model, x, y = linear_classifier
+    eps = 0.05
+    out = ATTACKS["square"].run(model, x, y, eps, Square(queries=50), draws_for(x, "square", eps))
+    moved = out.x - x
+    assert (((moved.abs() - eps).abs() <= 1e-6) | (out.x == 0) | (out.x == 1)).all()
+    assert (moved.sign() != moved[:, :, :1].sign()).any(), "squares kept, not only stripes"
+
+
 class Rounding(nn.Module):
     """Quantizes pixels to 1/255 steps: the images are unchanged, the gradient is zero."""
 
