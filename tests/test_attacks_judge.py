@@ -33,20 +33,23 @@ def images(tiny_sets) -> ImageSet:
 
 class Reports:
     """Wraps the registry's attacks: per (eps, test image), whether the attack reported it
-    fooled (by the logits its run returned with the point), the last attack's word kept."""
+    fooled (by the logits its run returned with the point), the last attack's word kept; and
+    per (attack, eps), its word on each test image it attacked."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, test_set: ImageSet) -> None:
         self.row_of = {to_float(img).numpy().tobytes(): i for i, img in enumerate(test_set.images)}
         self.fooled: dict[tuple[float, int], bool] = {}
-        wrapped = {name: dataclasses.replace(attack, run=self.wrap(attack.run))
+        self.by_attack: dict[tuple[str, float], dict[int, bool]] = {}
+        wrapped = {name: dataclasses.replace(attack, run=self.wrap(name, attack.run))
                    for name, attack in ATTACKS.items() if attack.run is not None}
         monkeypatch.setattr(robustness, "ATTACKS", {**ATTACKS, **wrapped})
 
-    def wrap(self, run):
+    def wrap(self, name, run):
         def reporting(model, x, y, eps, settings, draws):
             judged = run(model, x, y, eps, settings, draws)
             for row, fooled in zip(x, (judged.logits.argmax(1) != y).tolist(), strict=True):
-                self.fooled[eps, self.row_of[row.numpy().tobytes()]] = fooled
+                i = self.row_of[row.numpy().tobytes()]
+                self.fooled[eps, i] = self.by_attack.setdefault((name, eps), {})[i] = fooled
             return judged
         return reporting
 
@@ -129,6 +132,28 @@ def test_draws_are_per_image_whatever_the_batch_and_the_other_images(trained_mod
     assert torch.equal(after.predictions[1, left], whole.predictions[1, left])
     other = sweep(trained_model, images, epsilons, 60, name, budget, seed=1)
     assert not torch.equal(other.confidences, whole.confidences), "base.seed draws anew"
+
+
+def test_the_cascade_attacks_only_the_images_still_standing(trained_model, images,
+                                                           monkeypatch):
+    """At each eps, each attack of the cascade gets exactly the images that the earlier
+    results (attack.methods), the smaller eps and the attacks before it left standing, and
+    what any of them fooled stays fooled. A weak earlier result (Square, 10 queries) leaves
+    standing at 0.05 some of the images the cascade fooled at 0.02."""
+    weak = sweep(trained_model, images, EPSILONS, 60, "square", Square(queries=10), seed=0)
+    reports = Reports(monkeypatch, images)
+    ensemble = [("apgd_ce", Apgd(steps=3)), ("square", Square(queries=20))]
+    worst = worst_case(trained_model, images, EPSILONS, 60, ensemble, [weak], seed=0)
+    for e in (1, 2):  # the smaller eps of eps number e is e - 1 (eps 0: the clean verdict)
+        standing = weak.robust[e] & worst.robust[e - 1]
+        assert 0 < standing.sum() < weak.robust[e - 1].sum(), "the earlier result fooled some"
+        for name, _ in ensemble:
+            verdicts = reports.by_attack.get((name, EPSILONS[e]), {})
+            assert sorted(verdicts) == torch.nonzero(standing).flatten().tolist(), (name, e)
+            standing[[i for i, fooled in verdicts.items() if fooled]] = False
+        assert torch.equal(worst.robust[e], standing), e
+    assert any(reports.by_attack["apgd_ce", 0.02].values()), "the first attack fools some"
+    assert (weak.robust[2] & ~worst.robust[1]).any(), "the cascade's verdicts at 0.02 carried"
 
 
 def test_the_cascade_prints_each_attacks_robust_accuracy_and_shows_a_bar(trained_model, images,
