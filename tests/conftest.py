@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -75,6 +76,13 @@ def copy_repo(dest: Path) -> Path:
         subprocess.run(["git", *command], cwd=dest, env=repo_env(dest), check=True,
                        capture_output=True)
     return dest
+
+
+def idx_bytes(array: np.ndarray, code: int = 8) -> bytes:
+    """An idx file (Fashion-MNIST's format); code is its element type (8: uint8, 0x0C: int32,
+    0x0A: none)."""
+    header = bytes([0, 0, code, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    return header + array.astype(np.uint8 if code == 8 else ">i4").tobytes()
 
 
 def patch_official_md5s(monkeypatch: pytest.MonkeyPatch, batches: Path) -> None:

@@ -96,7 +96,6 @@ def test_gloo_processes_on_cpu_need_no_gpu(monkeypatch):
     check_processes(torch.device("cpu"), 4, "cpu")
 
 
-
 RESUMED_WORLD = 2
 
 

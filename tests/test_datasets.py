@@ -5,12 +5,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import patch_official_md5s
+from conftest import idx_bytes, patch_official_md5s
 
 from advlab.data import fetch as fetching
 from advlab.data import synthetic
 from advlab.data.fetch import CIFAR_ARCHIVE, fetch
 from advlab.data.formats import (
+    CIFAR_CLASSES,
     CIFAR_DIR,
     CIFAR_TRAIN,
     DatasetError,
@@ -52,12 +53,11 @@ def test_the_readers_keep_the_official_layouts(tmp_path):
     row = np.concatenate([plane.ravel(), np.full(1024, 252), np.full(1024, 253)]).astype(np.uint8)
     folder = tmp_path / "cifar10" / CIFAR_DIR
     folder.mkdir(parents=True)
-    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
-             "truck"]
     for name in [*CIFAR_TRAIN, "test_batch"]:
         blob = {"data": np.stack([row, row[::-1]]), "labels": [3, 9]}
         (folder / name).write_bytes(pickle.dumps(blob, protocol=2))
-    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": names}, protocol=2))
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": list(CIFAR_CLASSES)},
+                                                              protocol=2))
     train, test = read_raw(tmp_path, "cifar10", verify=False)
     assert train.images.shape == (10, 3, 32, 32) and len(test) == 2
     assert torch.equal(train.images[0, 0], torch.from_numpy(plane).to(torch.uint8))
@@ -90,9 +90,8 @@ def test_cifar_source_folder_is_copied_and_md5_checked(tmp_path):
 
 
 def _write_idx(path, array: np.ndarray) -> None:
-    header = bytes([0, 0, 8, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
     with gzip.open(path, "wb") as f:
-        f.write(header + array.astype(np.uint8).tobytes())
+        f.write(idx_bytes(array))
 
 
 def test_fashion_mnist_reads_debian_gz_files(tmp_path):

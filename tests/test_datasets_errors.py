@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import patch_official_md5s
+from conftest import idx_bytes, patch_official_md5s
 
 from advlab.data import fetch as fetching
 from advlab.data.fetch import CIFAR_ARCHIVE, fetch, fetch_cifar10
@@ -154,9 +154,7 @@ def test_archive_is_extracted_by_file_name_only(cifar, tmp_path, monkeypatch):
 # --- Fashion-MNIST idx files ------------------------------------------------------------------
 
 def write_idx(path: Path, array: np.ndarray, code: int = 8) -> None:
-    """An idx file; code is its element type (8: uint8, 0x0C: int32, 0x0A: none)."""
-    header = bytes([0, 0, code, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
-    path.write_bytes(header + array.astype(np.uint8 if code == 8 else ">i4").tobytes())
+    path.write_bytes(idx_bytes(array, code))
 
 
 @pytest.fixture
